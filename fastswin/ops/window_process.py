@@ -1,0 +1,154 @@
+"""Window partition and reverse with cyclic shift and padding.
+
+Math (torchvision's order, see fastswin.reference): partition pads a
+(B, H, W, C) map bottom/right to multiples of the window, rolls it by
+(-sh, -sw) and cuts it into (B * nW, wh, ww, C) windows; reverse merges the
+windows, rolls by (+sh, +sw) and crops to (H, W). Each is the other's adjoint,
+so the backward of one is the other.
+
+Kernels: csrc/window_process.cpp (CPU) and csrc/window_process_cuda.cu (CUDA),
+one pass each, registered as torch.ops.fastswin.window_partition /
+window_reverse; the autograd formulas and fake (meta) implementations are
+registered here.
+"""
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+
+from fastswin import reference
+from fastswin._extension import HAS_C, has_kernel, missing_reason
+from fastswin.backends import select_backend
+
+IntPair = Union[int, Sequence[int]]
+
+
+def as_pair(value: IntPair, name: str) -> Tuple[int, int]:
+    pair = (value, value) if isinstance(value, int) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
+        raise ValueError(f"fastswin: {name} must be an int or a pair of ints, got {value!r}")
+    return pair
+
+
+def _check_sizes(window_size: Tuple[int, int], shift_size: Tuple[int, int]) -> None:
+    if min(window_size) < 1:
+        raise ValueError(f"fastswin: window_size must be positive, got {window_size}")
+    if min(shift_size) < 0:
+        raise ValueError(f"fastswin: shift_size must be >= 0, got {shift_size}")
+
+
+def _compiled_reason(op: str, device: torch.device, key: str) -> Optional[str]:
+    if not HAS_C:
+        return missing_reason()
+    if device.type != key.lower():
+        return f"the {key.lower()} backend needs {key.lower()} tensors, got {device.type}"
+    if not has_kernel(op, key):
+        return f"fastswin._C was built without {key} kernels"
+    return None
+
+
+def _choose(op: str, device: torch.device, backend: Optional[str]) -> str:
+    return select_backend(op, backend, [
+        ("cuda", lambda: _compiled_reason(op, device, "CUDA")),
+        ("cpu", lambda: _compiled_reason(op, device, "CPU")),
+        ("triton", lambda: "no Triton kernel for this op; it runs on the 'cuda', 'cpu' and 'reference' backends"),
+        ("reference", lambda: None),
+    ])
+
+
+def window_partition(x: torch.Tensor, window_size: IntPair, shift_size: IntPair = 0, *,
+                     backend: Optional[str] = None) -> torch.Tensor:
+    """Cut a feature map into (shifted) windows.
+
+    Args:
+        x: (B, H, W, C), any strides, any dtype.
+        window_size: int or (wh, ww).
+        shift_size: int or (sh, sw) >= 0; the map is rolled by (-sh, -sw).
+        backend: "auto" (default: $FASTSWIN_BACKEND or auto), "cuda", "cpu" or "reference".
+
+    Returns:
+        (B * nW, wh, ww, C), contiguous, nW = ceil(H / wh) * ceil(W / ww); padded
+        positions are zero.
+    """
+    window_size, shift_size = as_pair(window_size, "window_size"), as_pair(shift_size, "shift_size")
+    if x.dim() != 4:
+        raise ValueError(f"fastswin.window_partition: x must be (B, H, W, C), got shape {tuple(x.shape)}")
+    _check_sizes(window_size, shift_size)
+    if _choose("window_partition", x.device, backend) == "reference":
+        return reference.window_partition(x, window_size, shift_size)
+    return torch.ops.fastswin.window_partition(x, window_size, shift_size)
+
+
+def window_reverse(windows: torch.Tensor, window_size: IntPair, height: int, width: int,
+                   shift_size: IntPair = 0, *, backend: Optional[str] = None) -> torch.Tensor:
+    """Merge windows back into a feature map: the inverse of window_partition.
+
+    Args:
+        windows: (B * nW, wh, ww, C), any strides, any dtype.
+        window_size: int or (wh, ww).
+        height, width: H and W of the map before padding.
+        shift_size: int or (sh, sw) >= 0; the merged map is rolled by (+sh, +sw).
+        backend: as for window_partition.
+
+    Returns:
+        (B, H, W, C), contiguous.
+    """
+    window_size, shift_size = as_pair(window_size, "window_size"), as_pair(shift_size, "shift_size")
+    _check_reverse_args(windows, window_size, height, width)
+    _check_sizes(window_size, shift_size)
+    if _choose("window_reverse", windows.device, backend) == "reference":
+        return reference.window_reverse(windows, window_size, height, width, shift_size)
+    return torch.ops.fastswin.window_reverse(windows, window_size, height, width, shift_size)
+
+
+def _check_reverse_args(windows: torch.Tensor, window_size: Tuple[int, int], height: int, width: int) -> None:
+    if windows.dim() != 4:
+        raise ValueError(f"fastswin.window_reverse: windows must be (B*nW, wh, ww, C), got shape "
+                         f"{tuple(windows.shape)}")
+    if height < 1 or width < 1:
+        raise ValueError(f"fastswin.window_reverse: H and W must be positive, got ({height}, {width})")
+    if tuple(windows.shape[1:3]) != window_size:
+        raise ValueError(f"fastswin.window_reverse: windows are {tuple(windows.shape[1:3])} but "
+                         f"window_size is {window_size}")
+    per_image = -(-height // window_size[0]) * -(-width // window_size[1])
+    if windows.shape[0] % per_image:
+        raise ValueError(f"fastswin.window_reverse: {windows.shape[0]} windows cannot tile a "
+                         f"{height}x{width} map ({per_image} windows per image)")
+
+
+def _register() -> None:
+    """Fake implementations and autograd of the compiled ops."""
+
+    @torch.library.register_fake("fastswin::window_partition")
+    def _(x, window_size, shift_size):
+        B, H, W, C = x.shape
+        Hp, Wp = reference.padded_size(H, W, window_size)
+        return x.new_empty(B * (Hp // window_size[0]) * (Wp // window_size[1]), *window_size, C)
+
+    @torch.library.register_fake("fastswin::window_reverse")
+    def _(windows, window_size, height, width, shift_size):
+        Hp, Wp = reference.padded_size(height, width, window_size)
+        per_image = (Hp // window_size[0]) * (Wp // window_size[1])
+        return windows.new_empty(windows.shape[0] // per_image, height, width, windows.shape[3])
+
+    def partition_context(ctx, inputs, output):
+        x, ctx.window_size, ctx.shift_size = inputs
+        ctx.height, ctx.width = x.shape[1], x.shape[2]
+
+    def partition_backward(ctx, grad):
+        return torch.ops.fastswin.window_reverse(
+            grad, ctx.window_size, ctx.height, ctx.width, ctx.shift_size), None, None
+
+    def reverse_context(ctx, inputs, output):
+        _, ctx.window_size, _, _, ctx.shift_size = inputs
+
+    def reverse_backward(ctx, grad):
+        return torch.ops.fastswin.window_partition(grad, ctx.window_size, ctx.shift_size), None, None, None, None
+
+    torch.library.register_autograd("fastswin::window_partition", partition_backward,
+                                    setup_context=partition_context)
+    torch.library.register_autograd("fastswin::window_reverse", reverse_backward,
+                                    setup_context=reverse_context)
+
+
+if HAS_C:
+    _register()

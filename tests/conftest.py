@@ -1,0 +1,39 @@
+"""Test set-up shared by every test.
+
+Without a GPU, Triton kernels run in the interpreter on CPU tensors; it is
+read when a kernel is decorated, so it is set here, before fastswin is
+imported.
+"""
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import pytest  # noqa: E402
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+FLOAT_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return torch.device(request.param)
+
+
+@pytest.fixture
+def poisoned_outputs():
+    """Fill every tensor torch allocates uninitialized (torch.empty, at::empty in the
+    kernels) with NaN, so an output element a kernel forgets to write shows up."""
+    before = torch.are_deterministic_algorithms_enabled()
+    torch.use_deterministic_algorithms(True)
+    torch.utils.deterministic.fill_uninitialized_memory = True
+    yield
+    torch.use_deterministic_algorithms(before)
+
+
+def random_tensor(shape, dtype, device, generator_seed):
+    """Fresh random values (never zeros), drawn in float64 and rounded to dtype."""
+    g = torch.Generator().manual_seed(generator_seed)
+    return torch.randn(shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
