@@ -54,11 +54,12 @@ def select_backend(op: str, backend: Optional[str], candidates: Sequence[Tuple[s
     raise BackendError(f"fastswin.{op}: no backend can run these inputs")
 
 
-def triton_reason(device) -> Optional[str]:
+def triton_reason(device, forced: bool) -> Optional[str]:
     """Why Triton kernels cannot run on `device`, or None.
 
-    CUDA tensors need a working Triton; CPU tensors run only in the Triton
-    interpreter (TRITON_INTERPRET=1), which is how CI tests the kernels.
+    CUDA tensors need a working Triton. CPU tensors run only in the Triton
+    interpreter (TRITON_INTERPRET=1), and only when the Triton backend is
+    forced: it is how CI tests the kernels, never a fast path.
     """
     try:
         import triton  # noqa: F401
@@ -66,6 +67,7 @@ def triton_reason(device) -> Optional[str]:
         return "triton is not installed"
     if device.type == "cuda":
         return None
-    if device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1":
+    if device.type == "cpu" and forced and os.environ.get("TRITON_INTERPRET") == "1":
         return None
-    return f"Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors), got {device.type}"
+    return (f"Triton kernels need CUDA tensors, got {device.type} "
+            "(CPU tensors run in the Triton interpreter: TRITON_INTERPRET=1 and backend='triton')")
