@@ -2,6 +2,9 @@
 
 Importing it registers the C++ ops (torch.ops.fastswin.*). Without it the
 package still works on its reference and Triton backends.
+
+HAS_C: the extension loaded (its CPU kernels are always built).
+HAS_CUDA_KERNELS: it was built with its CUDA sources.
 """
 import torch
 
@@ -14,11 +17,16 @@ else:
     HAS_C = True
     LOAD_ERROR = None
 
-
-def has_kernel(op: str, dispatch_key: str) -> bool:
-    """Whether fastswin::<op> has a compiled kernel for `dispatch_key` ("CPU", "CUDA")."""
-    return HAS_C and torch._C._dispatch_has_kernel_for_dispatch_key(f"fastswin::{op}", dispatch_key)
+HAS_CUDA_KERNELS = HAS_C and torch._C._dispatch_has_kernel_for_dispatch_key(
+    "fastswin::window_partition", "CUDA")
 
 
-def missing_reason() -> str:
-    return f"the compiled extension fastswin._C is not available ({LOAD_ERROR})"
+def compiled_reason(device: torch.device) -> "str | None":
+    """Why the compiled kernels cannot run on `device`, or None."""
+    if not HAS_C:
+        return f"the compiled extension fastswin._C is not available ({LOAD_ERROR})"
+    if device.type == "cuda" and not HAS_CUDA_KERNELS:
+        return "fastswin._C was built without its CUDA kernels"
+    if device.type not in ("cpu", "cuda"):
+        return f"no compiled kernels for {device.type} tensors"
+    return None

@@ -12,6 +12,8 @@ import logging
 import os
 from typing import Callable, Optional, Sequence, Tuple
 
+import torch
+
 BACKENDS = ("auto", "reference", "cpu", "cuda", "triton")
 ENV_VAR = "FASTSWIN_BACKEND"
 
@@ -48,10 +50,16 @@ def select_backend(op: str, backend: Optional[str], candidates: Sequence[Tuple[s
     for candidate, check in candidates:
         reason = check()
         if reason is None:
-            logger.debug("fastswin.%s: backend %r", op, candidate)
+            _debug("fastswin.%s: backend %r", op, candidate)
             return candidate
-        logger.debug("fastswin.%s: skipping backend %r: %s", op, candidate, reason)
+        _debug("fastswin.%s: skipping backend %r: %s", op, candidate, reason)
     raise BackendError(f"fastswin.{op}: no backend can run these inputs")
+
+
+def _debug(*args) -> None:
+    # Dynamo cannot trace logging calls: the choice is logged by eager calls only.
+    if not torch.compiler.is_compiling():
+        logger.debug(*args)
 
 
 def triton_reason(device, forced: bool) -> Optional[str]:

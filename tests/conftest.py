@@ -13,8 +13,7 @@ if not torch.cuda.is_available():
 
 import pytest  # noqa: E402
 
-DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-FLOAT_DTYPES = [torch.float32, torch.float16, torch.bfloat16, torch.float64]
+from helpers import DEVICES  # noqa: E402
 
 
 @pytest.fixture(params=DEVICES)
@@ -31,9 +30,3 @@ def poisoned_outputs():
     torch.utils.deterministic.fill_uninitialized_memory = True
     yield
     torch.use_deterministic_algorithms(before)
-
-
-def random_tensor(shape, dtype, device, generator_seed):
-    """Fresh random values (never zeros), drawn in float64 and rounded to dtype."""
-    g = torch.Generator().manual_seed(generator_seed)
-    return torch.randn(shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)

@@ -16,7 +16,7 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 
 from fastswin import reference
-from fastswin._extension import HAS_C, has_kernel, missing_reason
+from fastswin._extension import HAS_C, compiled_reason
 from fastswin.backends import select_backend
 
 IntPair = Union[int, Sequence[int]]
@@ -36,20 +36,16 @@ def _check_sizes(window_size: Tuple[int, int], shift_size: Tuple[int, int]) -> N
         raise ValueError(f"fastswin: shift_size must be >= 0, got {shift_size}")
 
 
-def _compiled_reason(op: str, device: torch.device, key: str) -> Optional[str]:
-    if not HAS_C:
-        return missing_reason()
-    if device.type != key.lower():
-        return f"the {key.lower()} backend needs {key.lower()} tensors, got {device.type}"
-    if not has_kernel(op, key):
-        return f"fastswin._C was built without {key} kernels"
-    return None
+def _device_reason(device: torch.device, backend: str) -> Optional[str]:
+    if device.type != backend:
+        return f"the {backend} backend needs {backend} tensors, got {device.type}"
+    return compiled_reason(device)
 
 
 def _choose(op: str, device: torch.device, backend: Optional[str]) -> str:
     return select_backend(op, backend, [
-        ("cuda", lambda: _compiled_reason(op, device, "CUDA")),
-        ("cpu", lambda: _compiled_reason(op, device, "CPU")),
+        ("cuda", lambda: _device_reason(device, "cuda")),
+        ("cpu", lambda: _device_reason(device, "cpu")),
         ("triton", lambda: "no Triton kernel for this op; it runs on the 'cuda', 'cpu' and 'reference' backends"),
         ("reference", lambda: None),
     ])

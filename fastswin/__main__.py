@@ -1,0 +1,5 @@
+import sys
+
+from fastswin.cli import main
+
+sys.exit(main())

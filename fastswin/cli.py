@@ -1,0 +1,73 @@
+"""The `fastswin` command (also `python -m fastswin`).
+
+  fastswin info                 versions, devices, compiled parts, backends
+  fastswin bench [--quick] ...  op micro-benchmarks against eager PyTorch
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from fastswin import benchmark, info
+
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def cmd_info(args) -> int:
+    print(info.report())
+    return 0
+
+
+def _format_table(rows) -> str:
+    header = f"{'op':17} {'case':26} {'mode':8} {'eager ms':>9} {'fastswin':>9} {'speedup':>8} {'GB/s':>8} {'roofline':>8}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        roof = f"{r.roofline:8.0%}" if r.roofline is not None else f"{'-':>8}"
+        lines.append(f"{r.op:17} {r.case:26} {r.mode:8} {r.baseline_ms:9.3f} {r.fastswin_ms:9.3f} "
+                     f"{r.speedup:7.2f}x {r.gbps:8.1f} {roof}")
+    return "\n".join(lines)
+
+
+def cmd_bench(args) -> int:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    batch = args.batch or (128 if device.type == "cuda" else 4 if args.quick else 32)
+    stages = benchmark.SWIN_STAGES[:1] if args.quick else benchmark.SWIN_STAGES
+    repeats = 5 if args.quick else 20
+    bandwidth = benchmark.copy_bandwidth(device, megabytes=64 if args.quick else 256)
+    print(f"fastswin bench on {info.environment()['gpu'] or 'CPU'}: batch {batch}, {args.dtype}, "
+          f"copy bandwidth {bandwidth:.1f} GB/s", flush=True)
+    rows = benchmark.window_process_rows(device, DTYPES[args.dtype], batch, bandwidth, stages, repeats)
+    print(_format_table(rows))
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        results = {"environment": info.environment(), "compiled": info.compiled_parts(),
+                   "device": device.type, "copy_bandwidth_gbps": bandwidth,
+                   "rows": [r.as_dict() for r in rows]}
+        (out / "results.json").write_text(json.dumps(results, indent=2))
+        print(f"wrote {out / 'results.json'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastswin", description="Fused Swin Transformer kernels")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("info", help="versions, devices, compiled parts and backends").set_defaults(run=cmd_info)
+    bench = sub.add_parser("bench", help="op micro-benchmarks on the present device")
+    bench.add_argument("--quick", action="store_true", help="one small shape, few repeats")
+    bench.add_argument("--batch", type=int, help="batch size (default 128 on CUDA, 32 on CPU)")
+    bench.add_argument("--dtype", choices=DTYPES, default="fp32")
+    bench.add_argument("--out", help="directory for results.json")
+    bench.set_defaults(run=cmd_bench)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
