@@ -47,7 +47,7 @@ def window_reverse(windows: torch.Tensor, window_size: Pair, height: int, width:
     x = x.reshape(-1, Hp, Wp, C)
     if shift_size[0] or shift_size[1]:
         x = torch.roll(x, shifts=shift_size, dims=(1, 2))
-    return x[:, :height, :width, :]
+    return x[:, :height, :width, :].contiguous()
 
 
 def shift_attention_mask(height: int, width: int, window_size: Pair, shift_size: Pair,
@@ -109,3 +109,71 @@ def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     attn = attn * torch.clamp(logit_scale, max=LOGIT_SCALE_MAX).exp()
     attn = _add_bias_and_mask(attn, bias, mask)
     return attn.softmax(dim=-1) @ v
+
+
+def effective_shift(height: int, width: int, window_size: Pair, shift_size: Pair) -> Pair:
+    """No shift along a dimension that the (padded) map fills with one window."""
+    Hp, Wp = padded_size(height, width, window_size)
+    return (0 if window_size[0] >= Hp else shift_size[0], 0 if window_size[1] >= Wp else shift_size[1])
+
+
+def pad_map(x: torch.Tensor, window_size: Pair, fill: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Pad (B, H, W, C) bottom/right to multiples of the window with `fill` (C,), or zeros."""
+    B, H, W, C = x.shape
+    Hp, Wp = padded_size(H, W, window_size)
+    if fill is None:
+        return F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
+    fill = fill.to(x.dtype)
+    x = torch.cat([x, fill.expand(B, Hp - H, W, C)], dim=1)
+    return torch.cat([x, fill.expand(B, Hp, Wp - W, C)], dim=2)
+
+
+def compose_shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias,
+                                     order, partition, reverse, attention, cosine_attention):
+    """Shifted-window attention as the sequence of window ops it stands for, each
+    one given as a callable (the reference's, or fastswin's fused ops).
+
+    See shifted_window_attention for the arguments and semantics.
+    """
+    if order not in ("torchvision", "timm"):
+        raise ValueError(f"fastswin: order must be 'torchvision' or 'timm', got {order!r}")
+    B, H, W, C3 = qkv.shape
+    C = C3 // 3
+    shift = effective_shift(H, W, window_size, shift_size)
+    if order == "torchvision":  # pad, then roll (inside partition)
+        windows = partition(pad_map(qkv, window_size, qkv_bias), window_size, shift)
+    else:  # roll, then pad
+        rolled = torch.roll(qkv, shifts=(-shift[0], -shift[1]), dims=(1, 2)) if any(shift) else qkv
+        windows = partition(pad_map(rolled, window_size, qkv_bias), window_size, (0, 0))
+    B_, N = windows.shape[0], window_size[0] * window_size[1]
+    q, k, v = windows.reshape(B_, N, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)
+    mask = shift_attention_mask(H, W, window_size, shift, qkv.device, qkv.dtype) if any(shift) else None
+    if logit_scale is None:
+        out = attention(q, k, v, bias, mask)
+    else:
+        out = cosine_attention(q, k, v, logit_scale, bias, mask)
+    out = out.transpose(1, 2).reshape(B_, *window_size, C)
+    Hp, Wp = padded_size(H, W, window_size)
+    if order == "torchvision":  # merge and roll back (inside reverse), crop
+        return reverse(out, window_size, H, W, shift)
+    merged = reverse(out, window_size, Hp, Wp, (0, 0))[:, :H, :W]  # merge, crop, roll back
+    return torch.roll(merged, shifts=shift, dims=(1, 2)) if any(shift) else merged.contiguous()
+
+
+def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Pair, shift_size: Pair,
+                             bias: Optional[torch.Tensor] = None, logit_scale: Optional[torch.Tensor] = None,
+                             qkv_bias: Optional[torch.Tensor] = None, order: str = "torchvision") -> torch.Tensor:
+    """Shifted-window attention on the image layout, between a block's qkv and proj linears.
+
+    qkv: (B, H, W, 3C), channels [q | k | v] x heads x head_dim. Returns (B, H, W, C).
+    order "torchvision": pad to multiples of the window, roll by -shift, partition,
+    attend, reverse, roll back, crop. order "timm": roll, pad, ..., crop, roll back.
+    No shift along a dimension the padded map fills with one window. Padded
+    positions read qkv_bias (3C,), what the qkv Linear gives a zero token, or zeros.
+    v1 attention (scale head_dim^-0.5) with bias (heads, N, N) and the shift
+    mask; v2 cosine attention when logit_scale (heads, 1, 1) is given.
+    """
+    return compose_shifted_window_attention(
+        qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order,
+        partition=window_partition, reverse=window_reverse,
+        attention=window_attention, cosine_attention=cosine_window_attention)

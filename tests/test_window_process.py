@@ -18,6 +18,8 @@ CASES = [
     (2, 12, 12, 16, (6, 6), (0, 0)),   # no shift
     (1, 5, 6, 7, (7, 7), (0, 0)),      # one (padded) window covers the map
     (1, 9, 9, 3, (3, 3), (5, 7)),      # shift past the window (taken mod the padded size)
+    (2, 14, 7, 4, (7, 7), (0, 0)),     # one window per row: a plain reshape
+    (2, 7, 7, 3, (7, 7), (7, 7)),      # a shift of the whole map is none: a plain reshape
 ]
 CASE_IDS = [f"{b}x{h}x{w}x{c}-w{ws[0]}x{ws[1]}-s{ss[0]}x{ss[1]}" for b, h, w, c, ws, ss in CASES]
 

@@ -42,6 +42,13 @@ def _device_reason(device: torch.device, backend: str) -> Optional[str]:
     return compiled_reason(device)
 
 
+def _is_reshape(height: int, width: int, window_size: Tuple[int, int], shift_size: Tuple[int, int]) -> bool:
+    """Whether the windows are a plain reshape of the map: no padding, no effective
+    shift, and one window per row (e.g. Swin's last stage, a 7x7 map in 7x7 windows)."""
+    return (height % window_size[0] == 0 and width == window_size[1]
+            and shift_size[0] % height == 0 and shift_size[1] % width == 0)
+
+
 def _choose(op: str, device: torch.device, backend: Optional[str]) -> str:
     return select_backend(op, backend, [
         ("cuda", lambda: _device_reason(device, "cuda")),
@@ -62,14 +69,18 @@ def window_partition(x: torch.Tensor, window_size: IntPair, shift_size: IntPair 
         backend: "auto" (default: $FASTSWIN_BACKEND or auto), "cuda", "cpu" or "reference".
 
     Returns:
-        (B * nW, wh, ww, C), contiguous, nW = ceil(H / wh) * ceil(W / ww); padded
-        positions are zero.
+        (B * nW, wh, ww, C), nW = ceil(H / wh) * ceil(W / ww); padded positions are
+        zero. A fresh contiguous tensor, except where the windows are a plain reshape
+        of x (no padding or shift, one window per row): then x.reshape(...).
     """
     window_size, shift_size = as_pair(window_size, "window_size"), as_pair(shift_size, "shift_size")
     if x.dim() != 4:
         raise ValueError(f"fastswin.window_partition: x must be (B, H, W, C), got shape {tuple(x.shape)}")
     _check_sizes(window_size, shift_size)
-    if _choose("window_partition", x.device, backend) == "reference":
+    chosen = _choose("window_partition", x.device, backend)
+    if _is_reshape(x.shape[1], x.shape[2], window_size, shift_size):
+        return x.reshape(-1, *window_size, x.shape[3])
+    if chosen == "reference":
         return reference.window_partition(x, window_size, shift_size)
     return torch.ops.fastswin.window_partition(x, window_size, shift_size)
 
@@ -86,12 +97,16 @@ def window_reverse(windows: torch.Tensor, window_size: IntPair, height: int, wid
         backend: as for window_partition.
 
     Returns:
-        (B, H, W, C), contiguous.
+        (B, H, W, C): a fresh contiguous tensor, or windows.reshape(...) where
+        window_partition would be a reshape.
     """
     window_size, shift_size = as_pair(window_size, "window_size"), as_pair(shift_size, "shift_size")
     _check_reverse_args(windows, window_size, height, width)
     _check_sizes(window_size, shift_size)
-    if _choose("window_reverse", windows.device, backend) == "reference":
+    chosen = _choose("window_reverse", windows.device, backend)
+    if _is_reshape(height, width, window_size, shift_size):
+        return windows.reshape(-1, height, width, windows.shape[3])
+    if chosen == "reference":
         return reference.window_reverse(windows, window_size, height, width, shift_size)
     return torch.ops.fastswin.window_reverse(windows, window_size, height, width, shift_size)
 
