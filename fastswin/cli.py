@@ -2,6 +2,7 @@
 
   fastswin info                 versions, devices, compiled parts, backends
   fastswin bench [--quick] ...  op micro-benchmarks against eager PyTorch
+  fastswin check                correctness self-test of every backend; non-zero exit on a mismatch
 """
 import argparse
 import json
@@ -18,6 +19,30 @@ DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 def cmd_info(args) -> int:
     print(info.report())
     return 0
+
+
+def cmd_check(args) -> int:
+    from fastswin import selfcheck
+
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    results = selfcheck.run_checks(device)
+    dtypes = list(dict.fromkeys(r.dtype for r in results))
+    print(f"fastswin check on {device}: every backend against the reference, forward and backward")
+    print(f"{'op':26} {'backend':10} " + " ".join(f"{d:9}" for d in dtypes))
+    by_pair = {}
+    for r in results:
+        by_pair.setdefault((r.op, r.backend), []).append(r)
+    for (op, backend), group in by_pair.items():
+        if all(r.status == "skipped" for r in group):
+            print(f"{op:26} {backend:10} skipped: {group[0].detail}")
+        else:
+            print(f"{op:26} {backend:10} " + " ".join(f"{r.status:9}" for r in group))
+    failures = [r for r in results if r.status == "FAIL"]
+    for r in failures:
+        print(f"FAIL {r.op} backend={r.backend} dtype={r.dtype}: {r.detail}")
+    print(f"{sum(r.status == 'ok' for r in results)} ok, {len(failures)} failed, "
+          f"{sum(r.status == 'skipped' for r in results)} skipped")
+    return 1 if failures else 0
 
 
 def _format_table(rows) -> str:
@@ -47,7 +72,12 @@ def cmd_bench(args) -> int:
                    "device": device.type, "copy_bandwidth_gbps": bandwidth,
                    "rows": [r.as_dict() for r in rows]}
         (out / "results.json").write_text(json.dumps(results, indent=2))
-        print(f"wrote {out / 'results.json'}")
+        from fastswin.plots import speedup_plot
+
+        env = results["environment"]
+        plot = speedup_plot(results["rows"], out / "speedup.png",
+                            f"fastswin {env['fastswin']} on {env['gpu'] or 'CPU'}, torch {env['torch']}, {args.dtype}")
+        print(f"wrote {out / 'results.json'} and {plot}")
     return 0
 
 
@@ -59,8 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--quick", action="store_true", help="one small shape, few repeats")
     bench.add_argument("--batch", type=int, help="batch size (default 128 on CUDA, 32 on CPU)")
     bench.add_argument("--dtype", choices=DTYPES, default="fp32")
-    bench.add_argument("--out", help="directory for results.json")
+    bench.add_argument("--out", help="directory for results.json and speedup.png")
     bench.set_defaults(run=cmd_bench)
+    check = sub.add_parser("check", help="correctness self-test of every backend against the reference")
+    check.add_argument("--device", help="cpu or cuda (default: cuda when present)")
+    check.set_defaults(run=cmd_check)
     return parser
 
 

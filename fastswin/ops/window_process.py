@@ -53,7 +53,6 @@ def _choose(op: str, device: torch.device, backend: Optional[str]) -> str:
     return select_backend(op, backend, [
         ("cuda", lambda: _device_reason(device, "cuda")),
         ("cpu", lambda: _device_reason(device, "cpu")),
-        ("triton", lambda: "no Triton kernel for this op; it runs on the 'cuda', 'cpu' and 'reference' backends"),
         ("reference", lambda: None),
     ])
 

@@ -1,0 +1,47 @@
+"""The fastswin command: each subcommand runs here and its output has content."""
+import json
+import subprocess
+import sys
+
+import torch
+
+from fastswin import cli, ops
+
+
+def test_info_entry_point():
+    out = subprocess.run([sys.executable, "-m", "fastswin", "info"], check=True, capture_output=True,
+                         text=True).stdout
+    assert f"torch          {torch.__version__}" in out
+    assert "backends" in out and "reference      ok" in out
+
+
+def test_bench_quick_writes_results(tmp_path, capsys):
+    assert cli.main(["bench", "--quick", "--batch", "2", "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    assert "window_partition" in table and "speedup" in table
+    assert (tmp_path / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["environment"]["torch"] == torch.__version__
+    assert results["copy_bandwidth_gbps"] > 0
+    rows = results["rows"]
+    assert {r["op"] for r in rows} == {"window_partition", "window_reverse"}
+    assert {r["mode"] for r in rows} == {"fwd", "fwd+bwd"}
+    for row in rows:
+        assert row["fastswin_ms"] > 0 and row["baseline_ms"] > 0 and row["gbps"] > 0
+        assert abs(row["speedup"] - row["baseline_ms"] / row["fastswin_ms"]) < 1e-9
+
+
+def test_check_passes(capsys):
+    assert cli.main(["check", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "window_partition           cpu        ok" in out
+    assert " 0 failed" in out
+
+
+def test_check_names_a_wrong_kernel(monkeypatch, capsys):
+    real = ops.window_partition
+    monkeypatch.setattr(ops, "window_partition", lambda x, *a, backend=None: real(x, *a, backend=backend) * 1.001
+                        if backend == "cpu" else real(x, *a, backend=backend))
+    assert cli.main(["check", "--device", "cpu"]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL window_partition backend=cpu dtype=float32: output differs" in out
