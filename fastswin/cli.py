@@ -3,6 +3,7 @@
   fastswin info                 versions, devices, compiled parts, backends
   fastswin bench [--quick] ...  op micro-benchmarks against eager PyTorch
   fastswin check                correctness self-test of every backend; non-zero exit on a mismatch
+  fastswin compile-report       per-kernel resources for sm_80/sm_90 without a GPU; non-zero exit on spills
 """
 import argparse
 import json
@@ -43,6 +44,23 @@ def cmd_check(args) -> int:
     print(f"{sum(r.status == 'ok' for r in results)} ok, {len(failures)} failed, "
           f"{sum(r.status == 'skipped' for r in results)} skipped")
     return 1 if failures else 0
+
+
+def cmd_compile_report(args) -> int:
+    from fastswin import compile_report
+
+    archs = compile_report.parse_archs(args.arch)
+    shapes = compile_report.SWIN_ATTENTION_SHAPES[:1] if args.quick else compile_report.SWIN_ATTENTION_SHAPES
+    rows = compile_report.extension_rows(archs) + compile_report.triton_rows(archs, shapes)
+    print(compile_report.format_rows(rows))
+    spilled = [r for r in rows if r.spills]
+    missing_tc = [r for r in rows if r.tensor_cores is False]
+    for r in spilled:
+        print(f"SPILL {r.kernel} [{r.config}] sm_{r.arch}: local {r.local} B, stack {r.stack} B")
+    for r in missing_tc:
+        print(f"NO TENSOR CORES {r.kernel} [{r.config}] sm_{r.arch}")
+    print(f"{len(rows)} kernels, {len(spilled)} spilling, {len(missing_tc)} without tensor-core instructions")
+    return 1 if spilled else 0
 
 
 def _format_table(rows) -> str:
@@ -94,6 +112,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="correctness self-test of every backend against the reference")
     check.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     check.set_defaults(run=cmd_check)
+    report = sub.add_parser("compile-report", help="per-kernel registers, shared memory, spills, tensor cores "
+                                                   "(compiled ahead of time, no GPU needed)")
+    report.add_argument("--arch", default="sm_80,sm_90", help="target architectures (default sm_80,sm_90)")
+    report.add_argument("--quick", action="store_true", help="only the N=49 attention shape")
+    report.set_defaults(run=cmd_compile_report)
     return parser
 
 

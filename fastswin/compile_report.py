@@ -1,0 +1,115 @@
+"""`fastswin compile-report`: per-kernel resources without a GPU.
+
+Compiles every Triton kernel at the Swin attention shapes for the asked
+architectures (fastswin.aot) and reads the CUDA extension's kernels from the
+built fastswin._C with cuobjdump: registers, shared memory, local memory and
+stack (spills), and whether tensor-core instructions are present.
+"""
+import importlib
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass
+from typing import Iterable, List, Optional, Sequence, Tuple
+
+import torch
+
+# (N, head_dim): Swin's 7x7 and SwinV2's 8x8 and 12x12 windows, head_dim 32.
+SWIN_ATTENTION_SHAPES = ((49, 32), (64, 32), (144, 32))
+TRITON_DTYPES = (torch.float16, torch.bfloat16)
+
+
+@dataclass
+class ResourceRow:
+    source: str                  # "triton" or "cuda-ext"
+    kernel: str
+    config: str                  # shape / dtype / launch, or the template arguments
+    arch: int
+    registers: int
+    shared: int
+    local: int
+    stack: int
+    tensor_cores: Optional[bool]  # None where the kernel has no matrix math
+
+    @property
+    def spills(self) -> bool:
+        return self.local > 0 or self.stack > 0
+
+
+def parse_archs(text: str) -> Tuple[int, ...]:
+    """"sm_80,sm_90" or "80,90" -> (80, 90)."""
+    archs = tuple(int(a.strip().removeprefix("sm_")) for a in text.split(",") if a.strip())
+    if not archs or any(a < 70 for a in archs):
+        raise ValueError(f"fastswin: --arch takes e.g. sm_80,sm_90, got {text!r}")
+    return archs
+
+
+def triton_rows(archs: Iterable[int], shapes: Sequence[Tuple[int, int]] = SWIN_ATTENTION_SHAPES,
+                dtypes: Sequence[torch.dtype] = TRITON_DTYPES) -> List[ResourceRow]:
+    from fastswin.aot import compile_kernel
+
+    # The module, not the function fastswin.ops re-exports under the same name.
+    attention = importlib.import_module("fastswin.ops.window_attention")
+
+    rows = []
+    for arch in archs:
+        for n, head_dim in shapes:
+            for dtype in dtypes:
+                for spec in attention.kernel_specs(n, head_dim, dtype):
+                    r = compile_kernel(spec.fn, spec.signature, spec.constexprs, arch=arch,
+                                       num_warps=spec.launch["num_warps"], num_stages=spec.launch["num_stages"],
+                                       aligned=spec.aligned)
+                    config = (f"N={n} d={head_dim} {str(dtype).removeprefix('torch.')} "
+                              f"warps={r.num_warps} stages={r.num_stages}")
+                    rows.append(ResourceRow("triton", spec.fn.__name__.strip("_"), config, arch, r.registers,
+                                            r.shared, r.local, r.stack, r.tensor_cores))
+    return rows
+
+
+def _short_name(mangled: str) -> Tuple[str, str]:
+    """(kernel, template arguments) of a mangled CUDA kernel name, via c++filt when present."""
+    if not shutil.which("c++filt"):
+        return mangled, ""
+    name = subprocess.run(["c++filt", mangled], capture_output=True, text=True, check=True).stdout.strip()
+    name = re.sub(r"\b[\w:]*\(anonymous namespace\)::|\bfastswin::", "", name)
+    match = re.match(r"(?:void )?(\w+)<(.*)>\(", name)
+    return (match.group(1), match.group(2)) if match else (name, "")
+
+
+def extension_rows(archs: Iterable[int]) -> List[ResourceRow]:
+    """Kernels of the built fastswin._C for the given archs (none if built without CUDA)."""
+    from fastswin._extension import HAS_CUDA_KERNELS
+    from fastswin.aot import cuda_tool
+
+    if not HAS_CUDA_KERNELS:
+        return []
+    import fastswin._C
+
+    tool = cuda_tool("cuobjdump")
+    if tool is None:
+        raise FileNotFoundError("cuobjdump not found (neither in the Triton wheel nor on PATH)")
+    text = subprocess.run([tool, "--dump-resource-usage", fastswin._C.__file__], capture_output=True, text=True,
+                          check=True).stdout
+    rows, arch = [], None
+    wanted = set(archs)
+    for line in text.splitlines():
+        if m := re.match(r"\s*arch = sm_(\d+)", line):
+            arch = int(m.group(1))
+        elif m := re.match(r"\s*Function (\S+):", line):
+            kernel, config = _short_name(m.group(1))
+        elif (m := re.match(r"\s*REG:\d+", line)) and arch in wanted:
+            usage = {k: int(v) for k, v in re.findall(r"(\w+):(\d+)", line)}
+            rows.append(ResourceRow("cuda-ext", kernel, config, arch, usage["REG"], usage["SHARED"],
+                                    usage["LOCAL"], usage.get("STACK", 0), None))
+    return rows
+
+
+def format_rows(rows: Sequence[ResourceRow]) -> str:
+    header = f"{'source':8} {'kernel':30} {'config':42} {'arch':>5} {'regs':>5} {'shared':>7} {'local':>6} " \
+             f"{'stack':>6} {'TC':>4}"
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        tc = "-" if r.tensor_cores is None else ("yes" if r.tensor_cores else "NO")
+        lines.append(f"{r.source:8} {r.kernel[:30]:30} {r.config[:42]:42} {'sm_' + str(r.arch):>5} {r.registers:5d} "
+                     f"{r.shared:7d} {r.local:6d} {r.stack:6d} {tc:>4}" + ("  SPILLS" if r.spills else ""))
+    return "\n".join(lines)
