@@ -3,6 +3,7 @@
   fastswin info                 versions, devices, compiled parts, backends
   fastswin bench [--quick] ...  op micro-benchmarks against eager PyTorch
   fastswin check                correctness self-test of every backend; non-zero exit on a mismatch
+  fastswin profile --out DIR    torch.profiler run of a patched model; top kernels and a trace
   fastswin compile-report       per-kernel resources for sm_80/sm_90 without a GPU; non-zero exit on spills
 """
 import argparse
@@ -63,6 +64,17 @@ def cmd_compile_report(args) -> int:
     return 1 if spilled else 0
 
 
+def cmd_profile(args) -> int:
+    from fastswin import profile
+
+    rows, shares, trace = profile.run_profile(args.model, args.batch, args.steps, args.mode, Path(args.out),
+                                              nvtx=args.nvtx, img_size=args.img_size, patch=not args.no_patch,
+                                              backend=args.backend)
+    print(profile.format_report(rows, shares))
+    print(f"wrote {trace}")
+    return 0
+
+
 def _format_table(rows) -> str:
     header = f"{'op':17} {'case':26} {'mode':8} {'eager ms':>9} {'fastswin':>9} {'speedup':>8} {'GB/s':>8} {'roofline':>8}"
     lines = [header, "-" * len(header)]
@@ -112,6 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="correctness self-test of every backend against the reference")
     check.add_argument("--device", help="cpu or cuda (default: cuda when present)")
     check.set_defaults(run=cmd_check)
+    prof = sub.add_parser("profile", help="torch.profiler run of a patched timm Swin model")
+    prof.add_argument("--model", default="swin_tiny_patch4_window7_224", help="a timm Swin model name")
+    prof.add_argument("--batch", type=int, default=8)
+    prof.add_argument("--steps", type=int, default=3)
+    prof.add_argument("--mode", choices=("train", "infer"), default="train")
+    prof.add_argument("--img-size", type=int, help="input size (default: the model's)")
+    prof.add_argument("--nvtx", action="store_true", help="NVTX ranges around every op, fastswin's included")
+    prof.add_argument("--no-patch", action="store_true", help="profile the unpatched model")
+    prof.add_argument("--backend", help="fastswin backend for the patched model")
+    prof.add_argument("--out", required=True, help="directory for trace.json")
+    prof.set_defaults(run=cmd_profile)
     report = sub.add_parser("compile-report", help="per-kernel registers, shared memory, spills, tensor cores "
                                                    "(compiled ahead of time, no GPU needed)")
     report.add_argument("--arch", default="sm_80,sm_90", help="target architectures (default sm_80,sm_90)")

@@ -45,3 +45,17 @@ def test_check_names_a_wrong_kernel(monkeypatch, capsys):
     assert cli.main(["check", "--device", "cpu"]) == 1
     out = capsys.readouterr().out
     assert "FAIL window_partition backend=cpu dtype=float32: output differs" in out
+
+
+def test_profile_writes_a_trace(tmp_path, capsys):
+    from fastswin import profile
+
+    assert profile.categorize("aten::addmm") == "gemm"
+    assert profile.categorize("fastswin::window_attention_triton") == "fastswin attention"
+    assert profile.categorize("void gather_rows_kernel<true, Unit<16>, int>") == "fastswin partition"
+    assert cli.main(["profile", "--no-patch", "--model", "swin_tiny_patch4_window7_224", "--img-size", "64",
+                     "--batch", "1", "--steps", "1", "--mode", "infer", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "aten::" in out and "gemm" in out
+    trace = json.loads((tmp_path / "trace.json").read_text())
+    assert any(e.get("name", "").startswith("aten::") for e in trace["traceEvents"])
