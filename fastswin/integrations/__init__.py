@@ -1,0 +1,117 @@
+"""In-place patching of timm, torchvision and Hugging Face Swin models onto
+fastswin's fused shifted-window attention.
+
+    report = fastswin.patch(model)      # every Swin block of the model, in place
+    print(report)                       # what was replaced, what was not and why
+    fastswin.unpatch(model)             # back to the library's own forward
+
+Outputs and gradients match the library's forward up to rounding in eval and
+in training. Attention dropout is not fused: a patched module runs the
+library's forward when it is active. Element-wise dropouts after the output
+projection (timm's proj_drop, torchvision's dropout, HF's hidden dropout) run
+on the cropped map rather than on padded windows: the same distribution, other
+random draws than the library's.
+
+Each library lives in its own module (timm.py, torchvision.py,
+transformers.py) and is consulted only when that library is already imported
+(a model of that library exists only then): nothing here imports timm,
+torchvision or transformers by itself.
+"""
+import importlib
+import sys
+from typing import Iterator, Optional, Tuple
+
+import torch.nn as nn
+
+from fastswin.backends import requested_backend
+from fastswin.integrations._core import (ModuleEntry, PatchReport, STATE_ATTR, dedupe, install,
+                                         instance_override_problem, remove)
+
+# library (top-level package) -> fastswin integration module
+INTEGRATIONS = {"timm": "fastswin.integrations.timm",
+                "torchvision": "fastswin.integrations.torchvision",
+                "transformers": "fastswin.integrations.transformers"}
+
+RECOGNIZED = ("timm SwinTransformerBlock / SwinTransformerV2Block, torchvision ShiftedWindowAttention(V2), "
+              "transformers SwinLayer / Swinv2Layer")
+
+__all__ = ["patch", "unpatch", "PatchReport", "ModuleEntry"]
+
+
+def _loaded_integrations() -> Iterator:
+    for library, module_name in INTEGRATIONS.items():
+        if library in sys.modules:
+            yield importlib.import_module(module_name)
+
+
+def _targets(model: nn.Module) -> Iterator[Tuple[str, nn.Module, object, object]]:
+    """(name, module, Target, integration) for every module some integration recognizes."""
+    integrations = list(_loaded_integrations())
+    for name, module in model.named_modules():
+        for integration in integrations:
+            target = integration.match(module)
+            if target is not None:
+                yield name, module, target, integration
+                break
+
+
+def patch(model: nn.Module, *, backend: Optional[str] = None) -> PatchReport:
+    """Run every Swin window attention of `model` through fastswin's fused path, in place.
+
+    Recognized: timm SwinTransformer / SwinTransformerV2 blocks, torchvision
+    ShiftedWindowAttention(V2), Hugging Face SwinLayer / Swinv2Layer. Parameters,
+    buffers and state_dict keys are untouched; outputs and gradients match the
+    library's own forward (up to floating-point rounding). Idempotent: patching
+    again only updates the backend.
+
+    Args:
+        model: any nn.Module containing such modules (or one of them).
+        backend: fastswin backend of the fused op ("auto", "cuda", "cpu", "reference";
+            None: $FASTSWIN_BACKEND, else auto), checked here and chosen at each call.
+
+    Returns:
+        PatchReport: the modules replaced, those left (with why), and the run-time
+        conditions under which a patched module falls back to its original forward.
+    """
+    if backend is not None:
+        requested_backend(backend)  # an unknown name fails now, not at the first forward
+    report = PatchReport(model=type(model).__name__, backend=backend)
+    fallbacks = []
+    for name, module, target, integration in _targets(model):
+        problem = target.problem or instance_override_problem(module, target.attr)
+        if problem:
+            report.not_replaced.append(ModuleEntry(name, target.kind, problem))
+            continue
+        fresh = install(module, target, backend)
+        report.replaced.append(ModuleEntry(name, target.kind, "" if fresh else "already patched; backend updated"))
+        fallbacks += integration.FALLBACKS
+    report.fallbacks = dedupe(fallbacks)
+    _explain_nothing_found(model, report)
+    return report
+
+
+def _explain_nothing_found(model: nn.Module, report: PatchReport) -> None:
+    if report.replaced or report.not_replaced:
+        return
+    from fastswin.nn.blocks import _SwinBlockBase  # fastswin's own blocks are fused already
+    if any(isinstance(m, _SwinBlockBase) for m in model.modules()):
+        report.reason = "fastswin.nn blocks run the fused path already (set their .backend to choose a backend)"
+        return
+    libraries = [library for library in INTEGRATIONS if library in sys.modules]
+    report.reason = (f"no module fastswin can patch in {type(model).__name__}: it recognizes {RECOGNIZED} "
+                     f"(libraries imported: {', '.join(libraries) or 'none'}); nothing was changed")
+
+
+def unpatch(model: nn.Module) -> PatchReport:
+    """Undo patch(): every patched module of `model` runs its library's forward again.
+
+    Returns a PatchReport whose `replaced` lists the modules restored.
+    """
+    report = PatchReport(model=type(model).__name__)
+    for name, module in model.named_modules():
+        if hasattr(module, STATE_ATTR):
+            state = remove(module)
+            report.replaced.append(ModuleEntry(name, state.kind, "restored"))
+    if not report.replaced:
+        report.reason = "no module of this model was patched by fastswin"
+    return report

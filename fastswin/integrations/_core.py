@@ -1,0 +1,125 @@
+"""The machinery shared by the library integrations: what a patch target is,
+installing / removing a fused method on one module instance, and the report.
+
+A patch replaces one method (``forward``, or timm's ``_attn``) on the module
+*instance* (its ``__dict__``), never on the class: other instances, the
+parameters, buffers and state_dict keys are untouched, and removing the
+instance attribute restores the class's method exactly.
+"""
+import types
+from dataclasses import dataclass, field
+from typing import Callable, List, Optional
+
+import torch.nn as nn
+
+# Instance attributes a patch adds all start with PREFIX (none is a parameter, buffer or submodule).
+PREFIX = "_fastswin_"
+STATE_ATTR = PREFIX + "patch"      # the PatchState of a patched module
+BACKEND_ATTR = PREFIX + "backend"  # the backend= given to patch(), read by the fused method
+
+
+@dataclass(frozen=True)
+class Target:
+    """How one kind of module is patched.
+
+    kind: e.g. "timm SwinTransformerBlock"; attr: the method replaced;
+    fused: function(self, ...) installed as that method (falls back to the
+    class's method where it cannot run); problem: why this instance cannot be
+    patched, or None; prepare: per-instance set-up run when patching.
+    """
+    kind: str
+    attr: str
+    fused: Callable
+    problem: Optional[str] = None
+    prepare: Optional[Callable[[nn.Module], None]] = None
+
+
+@dataclass(frozen=True)
+class PatchState:
+    attr: str
+    kind: str
+
+
+@dataclass
+class ModuleEntry:
+    name: str    # qualified name in the model ("" for the model itself)
+    kind: str
+    note: str = ""
+
+
+@dataclass
+class PatchReport:
+    """What fastswin.patch / unpatch did.
+
+    replaced: modules now running the fused path (note says if one was patched already).
+    not_replaced: Swin modules left as they were, each with the reason.
+    fallbacks: conditions under which a patched module runs its original forward.
+    reason: why nothing was found to patch, when nothing was.
+    """
+    model: str
+    backend: Optional[str] = None
+    replaced: List[ModuleEntry] = field(default_factory=list)
+    not_replaced: List[ModuleEntry] = field(default_factory=list)
+    fallbacks: List[str] = field(default_factory=list)
+    reason: str = ""
+
+    @property
+    def complete(self) -> bool:
+        """Every Swin attention module found runs the fused path."""
+        return bool(self.replaced) and not self.not_replaced
+
+    def __str__(self) -> str:
+        lines = [f"fastswin: {len(self.replaced)} module(s) of {self.model} on the fused path, "
+                 f"{len(self.not_replaced)} left as they were (backend={self.backend or 'auto'})"]
+        lines += [f"  replaced  {e.name or '<model>'} ({e.kind}){': ' + e.note if e.note else ''}"
+                  for e in self.replaced]
+        lines += [f"  kept      {e.name or '<model>'} ({e.kind}): {e.note}" for e in self.not_replaced]
+        lines += [f"  falls back to the original forward when {f}" for f in self.fallbacks]
+        if self.reason:
+            lines.append(f"  {self.reason}")
+        return "\n".join(lines)
+
+
+def instance_override_problem(module: nn.Module, attr: str) -> Optional[str]:
+    """Why `attr` cannot be replaced: something other than fastswin already overrides it on the instance."""
+    if attr in module.__dict__ and not hasattr(module, STATE_ATTR):
+        return f"its {attr} is already overridden on the instance (by another patch); fastswin leaves it"
+    return None
+
+
+def class_override_problem(module: nn.Module, attr: str, library_cls: type) -> Optional[str]:
+    """Why a subclass cannot be patched: it redefines a method whose semantics fastswin reproduces."""
+    if getattr(type(module), attr) is not getattr(library_cls, attr):
+        return f"{type(module).__qualname__} overrides {library_cls.__qualname__}.{attr}; its semantics are unknown"
+    return None
+
+
+def install(module: nn.Module, target: Target, backend: Optional[str]) -> bool:
+    """Patch one module; returns False when it was patched already (its backend is updated)."""
+    already = hasattr(module, STATE_ATTR)
+    module.__dict__[BACKEND_ATTR] = backend
+    if not already:
+        if target.prepare is not None:
+            target.prepare(module)
+        module.__dict__[target.attr] = types.MethodType(target.fused, module)
+        module.__dict__[STATE_ATTR] = PatchState(target.attr, target.kind)
+    return not already
+
+
+def remove(module: nn.Module) -> Optional[PatchState]:
+    """Undo install(); returns the state removed, None when the module was not patched."""
+    state = module.__dict__.get(STATE_ATTR)
+    if state is not None:
+        del module.__dict__[state.attr]
+        for key in [k for k in module.__dict__ if k.startswith(PREFIX)]:
+            del module.__dict__[key]
+    return state
+
+
+def original(module: nn.Module, attr: str) -> Callable:
+    """The class's (unpatched) method bound to `module`."""
+    return getattr(type(module), attr).__get__(module)
+
+
+def dedupe(items) -> List:
+    return list(dict.fromkeys(items))

@@ -1,0 +1,68 @@
+"""timm: SwinTransformer / SwinTransformerV2 (timm.models.swin_transformer, _v2).
+
+timm's window attention module receives already-partitioned windows, so the
+patch replaces the block's ``_attn`` (roll, pad, partition, attention, reverse,
+crop, roll back) with: qkv Linear on the (B, H, W, C) map, the fused op in
+timm's roll-then-pad order, proj. The block's norms, MLP, drop path and
+window / shift rules are timm's own.
+
+Falls back to timm's ``_attn`` in training with attention dropout > 0.
+"""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fastswin.integrations._core import BACKEND_ATTR, Target, class_override_problem, original
+from fastswin.nn.functional import continuous_position_bias, table_position_bias, window_attention_map
+
+FALLBACKS = ["timm: training with attn_drop > 0 (attention dropout)"]
+
+
+def _v1_bias(attn: nn.Module) -> torch.Tensor:
+    return table_position_bias(attn.relative_position_bias_table, attn.relative_position_index)
+
+
+def _v2_bias(attn: nn.Module) -> torch.Tensor:
+    return continuous_position_bias(attn.cpb_mlp, attn.relative_coords_table, attn.relative_position_index,
+                                    attn.num_heads)
+
+
+def _v2_qkv_bias(attn: nn.Module) -> Optional[torch.Tensor]:
+    return None if attn.q_bias is None else torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
+
+
+def _fused_attn(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Replaces SwinTransformerBlock._attn / SwinTransformerV2Block._attn: (B, H, W, C) -> (B, H, W, C)."""
+    attn = block.attn
+    if attn.training and attn.attn_drop.p > 0:
+        return original(block, "_attn")(x)
+    v2 = hasattr(attn, "cpb_mlp")
+    qkv_bias = _v2_qkv_bias(attn) if v2 else attn.qkv.bias
+    qkv = F.linear(x, attn.qkv.weight, qkv_bias)
+    out = window_attention_map(qkv, attn.num_heads, tuple(block.window_size), tuple(block.shift_size),
+                               bias=_v2_bias(attn) if v2 else _v1_bias(attn),
+                               logit_scale=attn.logit_scale if v2 else None, qkv_bias=qkv_bias, order="timm",
+                               backend=getattr(block, BACKEND_ATTR))
+    return attn.proj_drop(attn.proj(out))
+
+
+def match(module: nn.Module) -> Optional[Target]:
+    """A Target for timm's Swin v1 / v2 blocks, None for any other module."""
+    from timm.models import swin_transformer as v1
+    from timm.models import swin_transformer_v2 as v2
+    for block_cls, attn_cls in ((v1.SwinTransformerBlock, v1.WindowAttention),
+                                (v2.SwinTransformerV2Block, v2.WindowAttention)):
+        if isinstance(module, block_cls):
+            kind = f"timm {block_cls.__name__}"
+            problem = (class_override_problem(module, "_attn", block_cls)
+                       or _attention_problem(module.attn, attn_cls))
+            return Target(kind=kind, attr="_attn", fused=_fused_attn, problem=problem)
+    return None
+
+
+def _attention_problem(attn: nn.Module, attn_cls: type) -> Optional[str]:
+    if not isinstance(attn, attn_cls):
+        return f"its attention is a {type(attn).__qualname__}, not timm's {attn_cls.__qualname__}"
+    return class_override_problem(attn, "forward", attn_cls)

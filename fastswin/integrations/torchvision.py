@@ -1,0 +1,54 @@
+"""torchvision: swin_t/s/b, swin_v2_t/s/b and custom SwinTransformer configs.
+
+torchvision's ShiftedWindowAttention(V2) already receives the (B, H, W, C) map
+and does pad, roll, partition, attention, reverse and crop inside
+torchvision.models.swin_transformer.shifted_window_attention; the patch
+replaces its forward with: qkv Linear on the map, the fused op in torchvision's
+pad-then-roll order, proj and output dropout. Swin-V2's k bias is zeroed as
+torchvision does (its gradient is zero).
+
+Falls back to torchvision's forward in training with attention_dropout > 0.
+"""
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from fastswin import ops
+from fastswin.integrations._core import BACKEND_ATTR, Target, class_override_problem, original
+
+FALLBACKS = ["torchvision: training with attention_dropout > 0"]
+
+
+def _qkv_bias(attn: nn.Module, v2: bool) -> Optional[torch.Tensor]:
+    bias = attn.qkv.bias
+    if bias is None or not v2:
+        return bias
+    C = bias.numel() // 3
+    return torch.cat((bias[:C], torch.zeros_like(bias[C:2 * C]), bias[2 * C:]))
+
+
+def _fused_forward(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Replaces ShiftedWindowAttention(V2).forward: (B, H, W, C) -> (B, H, W, C)."""
+    if attn.training and attn.attention_dropout > 0:
+        return original(attn, "forward")(x)
+    v2 = hasattr(attn, "logit_scale")
+    qkv_bias = _qkv_bias(attn, v2)
+    qkv = F.linear(x, attn.qkv.weight, qkv_bias)
+    out = ops.shifted_window_attention(qkv, attn.num_heads, tuple(attn.window_size), tuple(attn.shift_size),
+                                       attn.get_relative_position_bias()[0],
+                                       logit_scale=attn.logit_scale if v2 else None, qkv_bias=qkv_bias,
+                                       order="torchvision", backend=getattr(attn, BACKEND_ATTR))
+    return F.dropout(attn.proj(out), p=attn.dropout, training=attn.training)
+
+
+def match(module: nn.Module) -> Optional[Target]:
+    """A Target for torchvision's ShiftedWindowAttention(V2), None for any other module."""
+    from torchvision.models import swin_transformer as tv
+    if not isinstance(module, tv.ShiftedWindowAttention):
+        return None
+    base = tv.ShiftedWindowAttentionV2 if isinstance(module, tv.ShiftedWindowAttentionV2) else tv.ShiftedWindowAttention
+    problem = (class_override_problem(module, "forward", base)
+               or class_override_problem(module, "get_relative_position_bias", base))
+    return Target(kind=f"torchvision {base.__name__}", attr="forward", fused=_fused_forward, problem=problem)

@@ -1,0 +1,111 @@
+"""Shifted-window attention of a whole (B, H, W, 3C) qkv map, as the Swin blocks
+of fastswin.nn and the patched timm / Hugging Face blocks call it.
+
+The fused op (fastswin.ops.shifted_window_attention) covers every case but two,
+which run an explicit (unfused) composition here instead:
+
+- attention dropout in training: the fused op has no dropout on the attention
+  probabilities;
+- a shift kept along a dimension that the padded map fills with one window.
+  The fused op follows torchvision and drops such a shift; timm (with
+  ``always_partition=True`` or an input smaller than the block was built for)
+  and Hugging Face (``always_partition=True``) roll and mask there anyway.
+"""
+from typing import Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+
+from fastswin import ops, reference
+
+Pair = Tuple[int, int]
+
+
+def shift_is_dropped(height: int, width: int, window_size: Pair, shift_size: Pair) -> bool:
+    """Whether the fused op would drop a non-zero shift of this (H, W) map."""
+    return reference.effective_shift(height, width, window_size, shift_size) != tuple(shift_size)
+
+
+def window_attention_map(qkv: torch.Tensor, num_heads: int, window_size: Pair, shift_size: Pair, *,
+                         bias: Optional[torch.Tensor], logit_scale: Optional[torch.Tensor] = None,
+                         qkv_bias: Optional[torch.Tensor] = None, order: str = "timm",
+                         attn_drop: float = 0.0, backend: Optional[str] = None) -> torch.Tensor:
+    """Swin window attention of a qkv map, with the library's own shift rule kept.
+
+    Args:
+        qkv: (B, H, W, 3C), the qkv Linear of the un-partitioned map.
+        num_heads: heads; head_dim = C / num_heads.
+        window_size, shift_size: (h, w) pairs as the block uses them (no adjustment here).
+        bias: (heads, N, N) relative-position bias, N = wh * ww.
+        logit_scale: (heads, 1, 1) raw Swin-V2 logit scale (cosine attention), or None (v1).
+        qkv_bias: (3C,), what padded tokens read (the qkv Linear of a zero token).
+        order: "timm" (roll, then pad) or "torchvision" (pad, then roll; Hugging Face's order too).
+        attn_drop: dropout probability on the attention probabilities (0 outside training).
+        backend: fastswin backend of the fused op.
+
+    Returns:
+        (B, H, W, C), the attention output at the original positions, before proj.
+    """
+    _, H, W, _ = qkv.shape
+    if attn_drop > 0 or shift_is_dropped(H, W, window_size, shift_size):
+        return _unfused(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order, attn_drop)
+    return ops.shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale=logit_scale,
+                                        qkv_bias=qkv_bias, order=order, backend=backend)
+
+
+def _unfused(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order, attn_drop):
+    """Roll / pad / partition / attend / reverse step by step (see the module docstring for when)."""
+    B, H, W, C3 = qkv.shape
+    C, N = C3 // 3, window_size[0] * window_size[1]
+    Hp, Wp = reference.padded_size(H, W, window_size)
+    shifted = any(shift_size)
+    back = tuple(shift_size)
+    forth = (-back[0], -back[1])
+    if order == "torchvision":
+        x = reference.pad_map(qkv, window_size, qkv_bias)
+        x = torch.roll(x, forth, (1, 2)) if shifted else x
+    else:
+        x = torch.roll(qkv, forth, (1, 2)) if shifted else qkv
+        x = reference.pad_map(x, window_size, qkv_bias)
+    windows = reference.window_partition(x, window_size)
+    q, k, v = windows.reshape(-1, N, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)
+    mask = reference.shift_attention_mask(H, W, window_size, back, qkv.device, qkv.dtype) if shifted else None
+    out = _attention_with_dropout(q, k, v, bias, mask, logit_scale, attn_drop)
+    out = reference.window_reverse(out.transpose(1, 2).reshape(-1, *window_size, C), window_size, Hp, Wp)
+    if order == "torchvision":
+        out = torch.roll(out, back, (1, 2)) if shifted else out
+        return out[:, :H, :W].contiguous()
+    out = out[:, :H, :W]
+    return torch.roll(out, back, (1, 2)) if shifted else out.contiguous()
+
+
+def _attention_with_dropout(q, k, v, bias, mask, logit_scale, attn_drop):
+    """softmax(logits + bias + mask) with dropout on the probabilities, then @ v; (B_, heads, N, d)."""
+    if logit_scale is None:
+        logits = (q * q.shape[-1] ** -0.5) @ k.transpose(-2, -1)
+    else:
+        logits = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+        logits = logits * torch.clamp(logit_scale, max=reference.LOGIT_SCALE_MAX).exp()
+    if bias is not None:
+        logits = logits + bias
+    if mask is not None:
+        B_, heads, N, _ = logits.shape
+        logits = (logits.view(B_ // mask.shape[0], mask.shape[0], heads, N, N) + mask[None, :, None]).view_as(logits)
+    probs = F.dropout(logits.softmax(dim=-1), p=attn_drop, training=attn_drop > 0)
+    return probs @ v
+
+
+def table_position_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """Swin-V1 relative-position bias: (rows, heads) table gathered by an (N, N) or (N*N,)
+    index -> (heads, N, N)."""
+    N = int(round(index.numel() ** 0.5))
+    return table[index.reshape(-1)].view(N, N, -1).permute(2, 0, 1)
+
+
+def continuous_position_bias(cpb_mlp: torch.nn.Module, coords_table: torch.Tensor,
+                             index: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """Swin-V2 continuous position bias: 16 sigmoid(cpb_mlp(coords)) gathered per token pair.
+
+    coords_table: (1, 2wh - 1, 2ww - 1, 2); index: (N, N) or (N*N,). Returns (heads, N, N).
+    """
+    return 16 * torch.sigmoid(table_position_bias(cpb_mlp(coords_table).view(-1, num_heads), index))

@@ -1,0 +1,599 @@
+"""Swin-V1 window attention, fused: Triton forward and backward kernels.
+
+Math, for window b and head h (N tokens of d channels; nW mask windows):
+
+    S   = scale * Q K^T + bias[h] + mask[b % nW]           (N, N)
+    P   = softmax(S, dim=-1)            O = P V            (N, d)
+    lse = logsumexp(S, dim=-1)                             (N,), saved for backward
+
+Backward, given dO (P recomputed from the saved lse, never stored):
+
+    P  = exp(S - lse)                   dV = P^T dO
+    dP = dO V^T                         D  = rowsum(dO * O)  (= rowsum(P * dP))
+    dS = P * (dP - D)                   (gradient w.r.t. S)
+    dQ = scale * dS K                   dK = scale * dS^T Q
+    dbias[h] = sum over windows b of dS
+
+A window never leaves the chip: N (a compile-time constant, <= 256) is cut
+into tiles of BLOCK queries by BLOCK keys (see tile_config). A window of one
+tile (Swin's 7x7 and 8x8 at head_dim 32) gets every gradient in one pass;
+otherwise the kernels loop over (query, key) tile pairs, with online softmax
+forward and a second backward pass for dQ. Softmax statistics and every
+accumulation are fp32 (fp64 for fp64 inputs, which only the interpreter runs,
+for gradcheck).
+
+Swin-V2's cosine attention (issue 4) is meant to enter through `_logits`, the
+one place S is formed, behind a compile-time switch.
+
+Layers, in order: kernels, plain launchers (`window_attention_forward`,
+`window_attention_backward`, for tests and benchmarks), the registered custom
+ops `fastswin::window_attention_triton` (+ `_backward`) with fake and autograd
+implementations, and the public `window_attention`.
+"""
+import contextlib
+from types import SimpleNamespace
+from typing import NamedTuple, Optional, Tuple
+
+import torch
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError:
+    # Triton is optional: stand-ins let the kernels below be defined (never run), so
+    # that the module imports and the reference backend works; the Triton backend's
+    # check (fastswin.backends.triton_reason) says Triton is missing.
+    triton = SimpleNamespace(jit=lambda fn: fn)
+    tl = SimpleNamespace(constexpr=None)
+
+from fastswin import reference
+from fastswin.backends import requested_backend, select_backend, triton_reason
+
+MAX_TOKENS = 256
+HEAD_DIM_RANGE = (16, 128)
+GPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# Backward programs: aim for about this many, so that a GPU is full while each
+# program's dbias is reduced over several windows before it is written.
+TARGET_BACKWARD_PROGRAMS = 1024
+MAX_WINDOWS_PER_PROGRAM = 64
+
+
+# ----------------------------------------------------------------------------- kernels
+
+
+@triton.jit
+def _load_tile(ptr, stride_row, rows, cols, n_rows: tl.constexpr, n_cols: tl.constexpr):
+    """ptr[rows, cols] with unit column stride; zero outside (n_rows, n_cols)."""
+    inside = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+    return tl.load(ptr + rows[:, None] * stride_row + cols[None, :], mask=inside, other=0.0)
+
+
+@triton.jit
+def _store_tile(ptr, stride_row, rows, cols, n_rows: tl.constexpr, n_cols: tl.constexpr, value):
+    """ptr[rows, cols] = value (cast to ptr's type) inside (n_rows, n_cols)."""
+    inside = (rows[:, None] < n_rows) & (cols[None, :] < n_cols)
+    tl.store(ptr + rows[:, None] * stride_row + cols[None, :], value.to(ptr.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _load_pairs(ptr, rows, keys, N_CTX: tl.constexpr, ACC: tl.constexpr):
+    """ptr[rows, keys] of a contiguous (N, N) bias or mask as ACC, zero outside the window.
+
+    With N a constant the addresses are fixed offsets, which keeps registers low.
+    """
+    return _load_tile(ptr, N_CTX, rows, keys, N_CTX, N_CTX).to(ACC)
+
+
+@triton.jit
+def _additive(bias_ptr, mask_ptr, rows, keys, N_CTX: tl.constexpr, HAS_BIAS: tl.constexpr,
+              HAS_MASK: tl.constexpr, ACC: tl.constexpr):
+    """bias + mask on one (query, key) tile; bias_ptr and mask_ptr point at this head's
+    bias and this window's mask."""
+    additive = tl.zeros((rows.shape[0], keys.shape[0]), ACC)
+    if HAS_BIAS:
+        additive += _load_pairs(bias_ptr, rows, keys, N_CTX, ACC)
+    if HAS_MASK:
+        additive += _load_pairs(mask_ptr, rows, keys, N_CTX, ACC)
+    return additive
+
+
+@triton.jit
+def _logits(q, k, keys, scale, additive, N_CTX: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr):
+    """S = scale * q k^T + additive on one (query, key) tile, -inf in padded key columns."""
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION, out_dtype=ACC) * scale + additive
+    # Padded query rows stay finite (q and the additive terms are zero there), so no NaN arises.
+    return tl.where(keys[None, :] < N_CTX, s, float("-inf"))
+
+
+@triton.jit
+def _query_block(Q, O, DO, LSE, stride_qn, stride_on, stride_don, rows, channels,
+                 N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, ACC: tl.constexpr):
+    """What the backward needs of a block of queries: q, dO, lse and D = rowsum(dO * O)."""
+    q = _load_tile(Q, stride_qn, rows, channels, N_CTX, HEAD_DIM)
+    do = _load_tile(DO, stride_don, rows, channels, N_CTX, HEAD_DIM)
+    o = _load_tile(O, stride_on, rows, channels, N_CTX, HEAD_DIM)
+    lse = tl.load(LSE + rows, mask=rows < N_CTX, other=0.0).to(ACC)
+    return q, do, lse, tl.sum(do.to(ACC) * o.to(ACC), 1)
+
+
+@triton.jit
+def _score_grads(q, k, v, do, lse, delta, keys, scale, additive, N_CTX: tl.constexpr,
+                 PRECISION: tl.constexpr, ACC: tl.constexpr):
+    """P = exp(S - lse) and dS = P * (dO V^T - D) on one (query, key) tile."""
+    p = tl.exp(_logits(q, k, keys, scale, additive, N_CTX, PRECISION, ACC) - lse[:, None])
+    dp = tl.dot(do, tl.trans(v), input_precision=PRECISION, out_dtype=ACC)
+    return p, p * (dp - delta[:, None])
+
+
+@triton.jit
+def _window_attention_fwd_kernel(
+        Q, K, V, BIAS, MASK, OUT, LSE,
+        stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+        stride_ob, stride_oh, stride_on, heads, mask_windows, scale,
+        N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
+        BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr):
+    """One program per (window b, head h): O[b, h] = softmax(S) V and lse[b, h] = logsumexp(S).
+
+    Per query block, an online softmax over key blocks (one block when N <= BLOCK).
+    LSE is contiguous (B_, heads, N).
+    """
+    pid = tl.program_id(0).to(tl.int64)
+    b = pid // heads
+    h = pid % heads
+    scale = tl.cast(scale, ACC)  # a Python float reaches here as fp64 under torch.compile
+    Q += b * stride_qb + h * stride_qh
+    K += b * stride_kb + h * stride_kh
+    V += b * stride_vb + h * stride_vh
+    OUT += b * stride_ob + h * stride_oh
+    LSE += pid * N_CTX
+    bias_ptr = BIAS + h * N_CTX * N_CTX
+    mask_ptr = MASK + (b % mask_windows) * N_CTX * N_CTX
+    channels = tl.arange(0, BLOCK_D)
+    for query_start in range(0, N_CTX, BLOCK):
+        rows = query_start + tl.arange(0, BLOCK)
+        q = _load_tile(Q, stride_qn, rows, channels, N_CTX, HEAD_DIM)
+        row_max = tl.full((BLOCK,), float("-inf"), ACC)
+        row_sum = tl.zeros((BLOCK,), ACC)
+        acc = tl.zeros((BLOCK, BLOCK_D), ACC)
+        for key_start in range(0, N_CTX, BLOCK):
+            keys = key_start + tl.arange(0, BLOCK)
+            k = _load_tile(K, stride_kn, keys, channels, N_CTX, HEAD_DIM)
+            v = _load_tile(V, stride_vn, keys, channels, N_CTX, HEAD_DIM)
+            additive = _additive(bias_ptr, mask_ptr, rows, keys, N_CTX, HAS_BIAS, HAS_MASK, ACC)
+            s = _logits(q, k, keys, scale, additive, N_CTX, PRECISION, ACC)
+            # Every key block holds at least one real key, so new_max is finite.
+            new_max = tl.maximum(row_max, tl.max(s, 1))
+            rescale = tl.exp(row_max - new_max)
+            p = tl.exp(s - new_max[:, None])
+            row_sum = row_sum * rescale + tl.sum(p, 1)
+            acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION, out_dtype=ACC)
+            row_max = new_max
+        _store_tile(OUT, stride_on, rows, channels, N_CTX, HEAD_DIM, acc / row_sum[:, None])
+        lse = row_max + tl.log(row_sum)
+        tl.store(LSE + rows, lse.to(LSE.dtype.element_ty), mask=rows < N_CTX)
+
+
+@triton.jit
+def _window_attention_bwd_kernel(
+        Q, K, V, BIAS, MASK, OUT, LSE, DOUT, DQ, DK, DV, DBIAS,
+        stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
+        stride_ob, stride_oh, stride_on, stride_dob, stride_doh, stride_don,
+        stride_dqb, stride_dqh, stride_dqn, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
+        stride_dbias_slot, windows, heads, mask_windows, windows_per_program, scale,
+        N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
+        BIAS_GRAD: tl.constexpr, ATOMIC_DBIAS: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr,
+        PRECISION: tl.constexpr, ACC: tl.constexpr):
+    """One program per (group of windows_per_program windows, head h): dQ, dK, dV of each
+    window, and the group's share of dbias[h] = sum of dS over its windows.
+
+    Per window: key blocks outside, query blocks inside, dK and dV summed in registers.
+    One tile (N <= BLOCK): dQ comes out of the same pass, and dS is summed over the
+    group in registers, then added atomically into slot 0 of DBIAS (ATOMIC_DBIAS,
+    stride_dbias_slot == 0) or stored in the group's own slot (deterministic; the
+    caller sums the slots). Several tiles: a second pass, query blocks outside,
+    sums dQ; the (N, N) dS sum does not fit in registers, so each tile of dS is
+    added in place into the group's own slot (zeroed by the caller, touched by no
+    other program: no atomics). DBIAS is ACC-typed (slots, heads, N, N), contiguous.
+    """
+    group = tl.program_id(0).to(tl.int64)
+    h = tl.program_id(1).to(tl.int64)
+    scale = tl.cast(scale, ACC)  # a Python float reaches here as fp64 under torch.compile
+    SINGLE_TILE: tl.constexpr = N_CTX <= BLOCK
+    channels = tl.arange(0, BLOCK_D)
+    bias_ptr = BIAS + h * N_CTX * N_CTX
+    dbias_ptr = DBIAS + group * stride_dbias_slot + h * N_CTX * N_CTX
+    dbias = tl.zeros((BLOCK, BLOCK), ACC)
+    # One tile: the bias is the same for every window, so it is loaded once (which
+    # also saves the registers its addresses would hold across the window loop).
+    bias = tl.zeros((BLOCK, BLOCK), ACC)
+    if SINGLE_TILE and HAS_BIAS:
+        bias = _load_pairs(bias_ptr, tl.arange(0, BLOCK), tl.arange(0, BLOCK), N_CTX, ACC)
+    first = group * windows_per_program
+    for b in range(first, tl.minimum(first + windows_per_program, windows)):
+        q_ptr = Q + b * stride_qb + h * stride_qh
+        k_ptr = K + b * stride_kb + h * stride_kh
+        v_ptr = V + b * stride_vb + h * stride_vh
+        o_ptr = OUT + b * stride_ob + h * stride_oh
+        do_ptr = DOUT + b * stride_dob + h * stride_doh
+        dq_ptr = DQ + b * stride_dqb + h * stride_dqh
+        lse_ptr = LSE + (b * heads + h) * N_CTX
+        mask_ptr = MASK + (b % mask_windows) * N_CTX * N_CTX
+        for key_start in range(0, N_CTX, BLOCK):
+            keys = key_start + tl.arange(0, BLOCK)
+            k = _load_tile(k_ptr, stride_kn, keys, channels, N_CTX, HEAD_DIM)
+            v = _load_tile(v_ptr, stride_vn, keys, channels, N_CTX, HEAD_DIM)
+            dk = tl.zeros((BLOCK, BLOCK_D), ACC)
+            dv = tl.zeros((BLOCK, BLOCK_D), ACC)
+            for query_start in range(0, N_CTX, BLOCK):
+                rows = query_start + tl.arange(0, BLOCK)
+                q, do, lse, delta = _query_block(q_ptr, o_ptr, do_ptr, lse_ptr, stride_qn, stride_on, stride_don,
+                                                 rows, channels, N_CTX, HEAD_DIM, ACC)
+                if SINGLE_TILE:
+                    additive = bias
+                    if HAS_MASK:
+                        additive += _load_pairs(mask_ptr, rows, keys, N_CTX, ACC)
+                else:
+                    additive = _additive(bias_ptr, mask_ptr, rows, keys, N_CTX, HAS_BIAS, HAS_MASK, ACC)
+                p, ds = _score_grads(q, k, v, do, lse, delta, keys, scale, additive, N_CTX, PRECISION, ACC)
+                dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION, out_dtype=ACC)
+                dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION, out_dtype=ACC)
+                if SINGLE_TILE:
+                    dq = tl.dot(ds.to(k.dtype), k, input_precision=PRECISION, out_dtype=ACC) * scale
+                    _store_tile(dq_ptr, stride_dqn, rows, channels, N_CTX, HEAD_DIM, dq)
+                    if BIAS_GRAD:
+                        dbias += ds
+                elif BIAS_GRAD:
+                    partial = _load_tile(dbias_ptr, N_CTX, rows, keys, N_CTX, N_CTX)
+                    _store_tile(dbias_ptr, N_CTX, rows, keys, N_CTX, N_CTX, partial + ds)
+            _store_tile(DK + b * stride_dkb + h * stride_dkh, stride_dkn, keys, channels, N_CTX, HEAD_DIM,
+                        dk * scale)
+            _store_tile(DV + b * stride_dvb + h * stride_dvh, stride_dvn, keys, channels, N_CTX, HEAD_DIM, dv)
+        if not SINGLE_TILE:
+            for query_start in range(0, N_CTX, BLOCK):
+                rows = query_start + tl.arange(0, BLOCK)
+                q, do, lse, delta = _query_block(q_ptr, o_ptr, do_ptr, lse_ptr, stride_qn, stride_on, stride_don,
+                                                 rows, channels, N_CTX, HEAD_DIM, ACC)
+                dq = tl.zeros((BLOCK, BLOCK_D), ACC)
+                for key_start in range(0, N_CTX, BLOCK):
+                    keys = key_start + tl.arange(0, BLOCK)
+                    k = _load_tile(k_ptr, stride_kn, keys, channels, N_CTX, HEAD_DIM)
+                    v = _load_tile(v_ptr, stride_vn, keys, channels, N_CTX, HEAD_DIM)
+                    additive = _additive(bias_ptr, mask_ptr, rows, keys, N_CTX, HAS_BIAS, HAS_MASK, ACC)
+                    _, ds = _score_grads(q, k, v, do, lse, delta, keys, scale, additive, N_CTX, PRECISION, ACC)
+                    dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION, out_dtype=ACC)
+                _store_tile(dq_ptr, stride_dqn, rows, channels, N_CTX, HEAD_DIM, dq * scale)
+    if SINGLE_TILE and BIAS_GRAD:
+        pairs = tl.arange(0, BLOCK)
+        inside = (pairs[:, None] < N_CTX) & (pairs[None, :] < N_CTX)
+        offsets = pairs[:, None] * N_CTX + pairs[None, :]
+        if ATOMIC_DBIAS:
+            tl.atomic_add(dbias_ptr + offsets, dbias, mask=inside)
+        else:
+            tl.store(dbias_ptr + offsets, dbias, mask=inside)
+
+
+# ----------------------------------------------------------------------------- launchers
+
+
+class TileConfig(NamedTuple):
+    """Compile-time tiling of both kernels for windows of n tokens."""
+    n: int
+    block: int
+    block_d: int
+    forward_launch: dict
+    backward_launch: dict
+
+    @property
+    def single_tile(self) -> bool:
+        return self.n <= self.block
+
+
+def tile_config(n: int, head_dim: int, dtype: torch.dtype) -> TileConfig:
+    """Tiles and launch options for N tokens of head_dim channels (padded to a power of two).
+
+    One tile, N rounded up to a power of two, when N <= 32, or N <= 64 with rows of at
+    most 64 bytes (Swin's 7x7 and 8x8 windows at head_dim 32 in fp16 / bf16); else
+    32 x 32 tiles (144 tokens pad to 160, not 192). The backward holds several fp32
+    tiles at once (P, dS, the dbias sum, the dK and dV sums) and runs out of registers
+    first: these choices, without software pipelining and at 8 warps for 64 x 64
+    tiles, compile without spills for sm_80 and sm_90 (AOT figures:
+    benchmarks/PREDICTIONS-window-attention.md).
+    """
+    block_n = max(16, triton.next_power_of_2(n))
+    block_d = max(16, triton.next_power_of_2(head_dim))
+    narrow_rows = block_d * dtype.itemsize <= 64
+    block = block_n if block_n <= 32 or (block_n == 64 and narrow_rows) else 32
+    return TileConfig(n, block=block, block_d=block_d, forward_launch=dict(num_warps=4, num_stages=2),
+                      backward_launch=dict(num_warps=8 if block == 64 else 4, num_stages=1))
+
+
+def _accumulator(dtype: torch.dtype) -> Tuple[torch.dtype, "tl.dtype"]:
+    return (torch.float64, tl.float64) if dtype == torch.float64 else (torch.float32, tl.float32)
+
+
+def _dot_precision(dtype: torch.dtype, device: torch.device) -> str:
+    """tf32 for fp32 CUDA inputs when torch allows it; full precision elsewhere
+    (the interpreter computes in full precision)."""
+    allowed = torch.backends.cuda.matmul.allow_tf32 and dtype == torch.float32
+    return "tf32" if allowed and device.type == "cuda" else "ieee"
+
+
+def _device_guard(device: torch.device):
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def _unit_last_stride(x: torch.Tensor) -> torch.Tensor:
+    return x if x.stride(-1) == 1 else x.contiguous()
+
+
+def _bshd_empty(q: torch.Tensor) -> torch.Tensor:
+    """(B_, heads, N, d) view of a contiguous (B_, N, heads, d) buffer, so that the
+    caller's `.transpose(1, 2).reshape(B_, N, C)` is free."""
+    B_, heads, n, d = q.shape
+    return q.new_empty(B_, n, heads, d).transpose(1, 2)
+
+
+def _pairs(x: Optional[torch.Tensor], stand_in: torch.Tensor) -> torch.Tensor:
+    """A bias or mask as the kernels read it (contiguous); a stand-in pointer, never
+    read (HAS_BIAS / HAS_MASK off), when absent."""
+    return stand_in if x is None else x.contiguous()
+
+
+def _constexprs(cfg: TileConfig, head_dim: int, bias: bool, mask: bool, precision: str, acc) -> dict:
+    """Compile-time arguments shared by both kernels."""
+    return dict(N_CTX=cfg.n, HEAD_DIM=head_dim, HAS_BIAS=bias, HAS_MASK=mask, BLOCK=cfg.block, BLOCK_D=cfg.block_d,
+                PRECISION=precision, ACC=acc)
+
+
+def _launch_constexprs(q: torch.Tensor, bias, mask) -> dict:
+    n, d = q.shape[2:]
+    return _constexprs(tile_config(n, d, q.dtype), d, bias is not None, mask is not None,
+                       _dot_precision(q.dtype, q.device), _accumulator(q.dtype)[1])
+
+
+def window_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                             bias: Optional[torch.Tensor], mask: Optional[torch.Tensor],
+                             scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Launch the forward kernel.
+
+    q, k, v: (B_, heads, N, d), any strides with unit last stride; bias (heads, N, N)
+    and mask (nW, N, N), any float type (copied if not contiguous), or None. Inputs
+    are assumed valid (see `window_attention`).
+
+    Returns out (B_, heads, N, d) (a view of a contiguous (B_, N, heads, d) buffer)
+    and lse (B_, heads, N), contiguous, fp32 (fp64 for fp64 inputs).
+    """
+    q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
+    B_, heads, n, d = q.shape
+    out = _bshd_empty(q)
+    lse = torch.empty(B_, heads, n, device=q.device, dtype=_accumulator(q.dtype)[0])
+    with _device_guard(q.device):
+        _window_attention_fwd_kernel[(B_ * heads,)](
+            q, k, v, _pairs(bias, q), _pairs(mask, q), out, lse,
+            *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
+            heads, 1 if mask is None else mask.shape[0], scale, **_launch_constexprs(q, bias, mask),
+            **tile_config(n, d, q.dtype).forward_launch)
+    return out, lse
+
+
+def windows_per_program(windows: int, heads: int) -> int:
+    """Windows each backward program reduces dbias over (see TARGET_BACKWARD_PROGRAMS)."""
+    return max(1, min(MAX_WINDOWS_PER_PROGRAM, windows * heads // TARGET_BACKWARD_PROGRAMS))
+
+
+def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                              out: torch.Tensor, lse: torch.Tensor, bias: Optional[torch.Tensor],
+                              mask: Optional[torch.Tensor], scale: float, bias_grad: bool,
+                              deterministic: Optional[bool] = None, group_size: Optional[int] = None,
+                              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """Launch the backward kernel.
+
+    grad_out: (B_, heads, N, d), any strides with unit last stride; q, k, v, bias,
+    mask, scale as given to the forward; out and lse (contiguous) as it returned.
+    bias_grad: compute dbias (needs bias). deterministic: sum per-program dbias
+    partials with torch instead of atomics (default:
+    torch.are_deterministic_algorithms_enabled()). group_size: windows per program
+    (default: windows_per_program()).
+
+    Returns dq, dk, dv (B_, heads, N, d), views of contiguous (B_, N, heads, d)
+    buffers, and dbias (heads, N, N) in bias's dtype, or None without bias_grad.
+    """
+    q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
+    grad_out, out = _unit_last_stride(grad_out), _unit_last_stride(out)
+    B_, heads, n, d = q.shape
+    if deterministic is None:
+        deterministic = torch.are_deterministic_algorithms_enabled()
+    group_size = group_size or windows_per_program(B_, heads)
+    groups = triton.cdiv(B_, group_size)
+    cfg = tile_config(n, d, q.dtype)
+    atomic = bias_grad and cfg.single_tile and not deterministic
+    slots = 1 if atomic or not bias_grad else groups
+    # Zeroed where the kernel adds into the slots; else every slot is overwritten.
+    allocate = torch.zeros if atomic or not cfg.single_tile else torch.empty
+    dbias_slots = allocate(slots, heads, n, n, device=q.device, dtype=_accumulator(q.dtype)[0])
+    dq, dk, dv = _bshd_empty(q), _bshd_empty(q), _bshd_empty(q)
+    with _device_guard(q.device):
+        _window_attention_bwd_kernel[(groups, heads)](
+            q, k, v, _pairs(bias, q), _pairs(mask, q), out, lse, grad_out, dq, dk, dv, dbias_slots,
+            *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3], *grad_out.stride()[:3],
+            *dq.stride()[:3], *dk.stride()[:3], *dv.stride()[:3], 0 if atomic else dbias_slots.stride(0),
+            B_, heads, 1 if mask is None else mask.shape[0], group_size, scale,
+            BIAS_GRAD=bias_grad, ATOMIC_DBIAS=atomic, **_launch_constexprs(q, bias, mask), **cfg.backward_launch)
+    dbias = dbias_slots.sum(0).to(bias.dtype) if bias_grad else None
+    return dq, dk, dv, dbias
+
+
+class KernelSpec(NamedTuple):
+    """One kernel as launched for given shapes, in the terms fastswin.aot.compile_kernel takes."""
+    fn: object
+    signature: dict
+    constexprs: dict
+    launch: dict
+    aligned: Tuple[str, ...]
+
+
+_TRITON_TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
+
+
+def kernel_specs(n: int, head_dim: int, dtype: torch.dtype, bias: bool = True, mask: bool = True,
+                 ) -> Tuple[KernelSpec, KernelSpec]:
+    """Forward and backward kernels as launched on a GPU for N tokens, head_dim, dtype
+    (fp16, bf16, fp32; bias and mask of that dtype), with atomic dbias, for
+    ahead-of-time compile reports (fastswin.aot)."""
+    from fastswin.aot import signature
+
+    cfg = tile_config(n, head_dim, dtype)
+    common = _constexprs(cfg, head_dim, bias, mask, "tf32" if dtype == torch.float32 else "ieee", tl.float32)
+    specs = []
+    for fn, extra, launch in (
+            (_window_attention_fwd_kernel, {}, cfg.forward_launch),
+            (_window_attention_bwd_kernel, dict(BIAS_GRAD=bias, ATOMIC_DBIAS=cfg.single_tile), cfg.backward_launch)):
+        constexprs = {**common, **extra}
+        pointers = {name: "*fp32" if name in ("LSE", "DBIAS") else "*" + _TRITON_TYPES[dtype]
+                    for name in fn.arg_names if name.isupper() and name not in constexprs}
+        # What the JIT sees as 16-divisible in a Swin block (head_dim a multiple of
+        # 16): the pointers and the strides of the (.., N, d) tensors.
+        aligned = tuple(name for name in fn.arg_names
+                        if name in pointers or (name.startswith("stride_") and name != "stride_dbias_slot"))
+        specs.append(KernelSpec(fn, signature(fn, pointers, constexprs, floats=("scale",)), constexprs,
+                                launch, aligned))
+    return tuple(specs)
+
+
+# ----------------------------------------------------------------------------- registered ops
+
+
+@torch.library.custom_op("fastswin::window_attention_triton", mutates_args=())
+def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor],
+                  mask: Optional[torch.Tensor], scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    return window_attention_forward(q, k, v, bias, mask, scale)
+
+
+@_attention_op.register_fake
+def _(q, k, v, bias, mask, scale):
+    B_, heads, n, _ = q.shape
+    return _bshd_empty(q), q.new_empty(B_, heads, n, dtype=_accumulator(q.dtype)[0])
+
+
+@torch.library.custom_op("fastswin::window_attention_triton_backward", mutates_args=())
+def _attention_backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                           out: torch.Tensor, lse: torch.Tensor, bias: Optional[torch.Tensor],
+                           mask: Optional[torch.Tensor], scale: float, bias_grad: bool,
+                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv, dbias = window_attention_backward(grad_out, q, k, v, out, lse, bias, mask, scale, bias_grad)
+    # A custom op cannot return None: an empty tensor stands for "no dbias".
+    return dq, dk, dv, dbias if bias_grad else q.new_empty(0)
+
+
+@_attention_backward_op.register_fake
+def _(grad_out, q, k, v, out, lse, bias, mask, scale, bias_grad):
+    dbias = bias.new_empty(bias.shape) if bias_grad else q.new_empty(0)
+    return _bshd_empty(q), _bshd_empty(q), _bshd_empty(q), dbias
+
+
+def _setup_context(ctx, inputs, output):
+    q, k, v, bias, mask, ctx.scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, bias, mask, out, lse)
+    ctx.mark_non_differentiable(lse)
+
+
+def _backward(ctx, grad_out, _grad_lse):
+    q, k, v, bias, mask, out, lse = ctx.saved_tensors
+    bias_grad = bias is not None and ctx.needs_input_grad[3]
+    dq, dk, dv, dbias = _attention_backward_op(grad_out, q, k, v, out, lse, bias, mask, ctx.scale, bias_grad)
+    return dq, dk, dv, dbias if bias_grad else None, None, None
+
+
+_attention_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------- public op
+
+
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                     mask: Optional[torch.Tensor] = None, scale: Optional[float] = None, *,
+                     backend: Optional[str] = None) -> torch.Tensor:
+    """Swin-V1 window attention: softmax(scale * q k^T + bias + mask[b % nW]) v, per window and head.
+
+    Args:
+        q, k, v: (B_, heads, N, d), same shape, dtype and device; any strides (views
+            into a packed qkv, `qkv.reshape(B_, N, 3, heads, d).permute(2, 0, 3, 1, 4)`,
+            are read in place; only a non-unit last stride costs a copy).
+        bias: (heads, N, N) additive relative-position bias, any float dtype,
+            differentiable, or None.
+        mask: (nW, N, N) additive shift mask, any float dtype, not differentiable, or
+            None; window b uses mask[b % nW], so B_ must be a multiple of nW.
+        scale: multiplier of q k^T; default d ** -0.5.
+        backend: "auto" (default: $FASTSWIN_BACKEND or auto), "triton" or "reference".
+            The Triton kernels take N <= 256, 16 <= d <= 128, fp16 / bf16 / fp32 CUDA
+            tensors (CPU tensors in the Triton interpreter when forced, fp64 too).
+
+    Returns:
+        (B_, heads, N, d) in q's dtype; from the Triton backend a view of a
+        contiguous (B_, N, heads, d) buffer, so `.transpose(1, 2).reshape(B_, N, C)`
+        costs no copy.
+
+    The Triton backward sums the bias gradient over groups of windows in each
+    program, then adds the groups atomically, or, under
+    torch.use_deterministic_algorithms(True) (and whenever a window spans several
+    tiles, see tile_config), sums per-group partials in a fixed order.
+    """
+    _check_inputs(q, k, v, bias, mask)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    forced = requested_backend(backend) == "triton"
+    name = select_backend("window_attention", backend, [
+        ("triton", lambda: _triton_reason(q, bias, mask, forced)),
+        ("reference", lambda: None),
+    ])
+    if name == "reference":
+        return reference.window_attention(q, k, v, _as_dtype(bias, q.dtype), _as_dtype(mask, q.dtype), scale)
+    return _attention_op(q, k, v, bias, mask, scale)[0]
+
+
+def _as_dtype(x: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    return None if x is None else x.to(dtype)
+
+
+def _check_inputs(q, k, v, bias, mask) -> None:
+    """ValueError for inputs no backend can run."""
+    if q.dim() != 4:
+        raise ValueError(f"fastswin.window_attention: q must be (B_, heads, N, d), got shape {tuple(q.shape)}")
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f"fastswin.window_attention: q, k, v must have one shape, got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    if not q.dtype.is_floating_point or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"fastswin.window_attention: q, k, v must share one float dtype, got {q.dtype}, "
+                         f"{k.dtype}, {v.dtype}")
+    B_, heads, n, _ = q.shape
+    named = {"q": q, "k": k, "v": v, "bias": bias, "mask": mask}
+    devices = {name: t.device for name, t in named.items() if t is not None}
+    if len(set(devices.values())) > 1:
+        raise ValueError(f"fastswin.window_attention: all tensors must be on one device, got {devices}")
+    if bias is not None and (tuple(bias.shape) != (heads, n, n) or not bias.dtype.is_floating_point):
+        raise ValueError(f"fastswin.window_attention: bias must be a float (heads, N, N) = {(heads, n, n)} "
+                         f"tensor, got {bias.dtype} {tuple(bias.shape)}")
+    if mask is not None:
+        if mask.dim() != 3 or tuple(mask.shape[1:]) != (n, n) or not mask.dtype.is_floating_point:
+            raise ValueError(f"fastswin.window_attention: mask must be a float (nW, N, N) tensor with N = {n}, "
+                             f"got {mask.dtype} {tuple(mask.shape)}")
+        if mask.shape[0] == 0 or B_ % mask.shape[0]:
+            raise ValueError(f"fastswin.window_attention: B_ = {B_} windows is not a multiple of the mask's "
+                             f"nW = {mask.shape[0]}")
+
+
+def _triton_reason(q: torch.Tensor, bias, mask, forced: bool) -> Optional[str]:
+    """Why the Triton kernels cannot run these (valid) inputs, or None."""
+    reason = triton_reason(q.device, forced)
+    if reason is not None:
+        return reason
+    n, d = q.shape[-2:]
+    if n > MAX_TOKENS:
+        return f"windows of N = {n} tokens; the kernels hold a window on chip, N <= {MAX_TOKENS}"
+    if not HEAD_DIM_RANGE[0] <= d <= HEAD_DIM_RANGE[1]:
+        return f"head_dim {d}; the kernels take {HEAD_DIM_RANGE[0]} to {HEAD_DIM_RANGE[1]}"
+    # fp64 only in the interpreter: it is how gradcheck runs through the kernels.
+    dtypes = GPU_DTYPES if q.device.type == "cuda" else GPU_DTYPES + (torch.float64,)
+    if q.dtype not in dtypes:
+        return f"dtype {q.dtype}; the kernels take {', '.join(str(t) for t in dtypes)} on {q.device.type}"
+    return None

@@ -1,0 +1,236 @@
+"""fastswin.ops.window_attention: Triton kernels (the interpreter on CPU) against the
+float64 reference.
+
+A kernel result passes when its error against float64 is no worse than twice
+PyTorch's own error at the same precision (the reference run in that dtype),
+plus a small floor for values where PyTorch happens to be exact.
+"""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from helpers import random_tensor
+
+from fastswin import BackendError, reference
+from fastswin.ops import window_attention
+from fastswin.ops.window_attention import (window_attention_backward, window_attention_forward,
+                                           windows_per_program)
+
+# (B_, heads, N, head_dim, bias, nW or None for no mask): Swin's 7x7, 8x8 and 12x12
+# windows and a 7x9 one; N = 144 runs the multi-tile kernels (tiles of 64).
+CASES = [
+    (2, 1, 49, 32, True, 2),
+    (4, 2, 49, 16, True, None),
+    (2, 3, 64, 32, False, 1),
+    (3, 2, 63, 16, True, 3),
+    (2, 4, 49, 32, False, None),
+    (2, 1, 144, 16, True, 2),
+    (2, 2, 144, 32, True, None),
+    (2, 2, 49, 24, True, 2),  # head_dim padded to a 32-wide tile
+]
+SCALE = 0.37  # not head_dim ** -0.5, so a kernel that ignores it fails
+FLOOR = {torch.float32: 1e-6, torch.float16: 1e-3}
+
+
+def make_inputs(B_, heads, n, d, with_bias, nW, dtype, seed=0):
+    """q, k, v as the strided views a Swin block makes of its packed qkv; bias and mask."""
+    qkv = random_tensor((B_, n, 3, heads, d), dtype, "cpu", seed)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    bias = random_tensor((heads, n, n), dtype, "cpu", seed + 1) if with_bias else None
+    mask = None
+    if nW is not None:
+        # A real shift mask (0 / -100) where the window allows it, plus noise so
+        # that every window of the mask differs.
+        mask = random_tensor((nW, n, n), dtype, "cpu", seed + 2)
+        mask[:, : n // 2, n // 2:] = reference.MASK_VALUE
+    return q, k, v, bias, mask
+
+
+def reference_grads(q, k, v, bias, mask, grad_out, dtype):
+    """Output and gradients (dq, dk, dv, dbias) of the reference run in dtype."""
+    leaves = [t.detach().to(dtype).requires_grad_() if t is not None else None for t in (q, k, v, bias)]
+    out = reference.window_attention(*leaves[:3], leaves[3], None if mask is None else mask.to(dtype), SCALE)
+    inputs = [t for t in leaves if t is not None]
+    grads = torch.autograd.grad(out, inputs, grad_out.to(dtype))
+    return out.detach(), grads
+
+
+def assert_close_to_reference(name, got, torch_same_precision, exact, dtype):
+    """Error of `got` vs float64 no worse than 2x PyTorch's at the same precision (+ floor)."""
+    assert torch.isfinite(got).all(), f"{name}: non-finite values"
+    assert got.shape == exact.shape, f"{name}: shape {tuple(got.shape)} != {tuple(exact.shape)}"
+    error = (got.double() - exact).abs().max().item()
+    torch_error = (torch_same_precision.double() - exact).abs().max().item()
+    bound = 2 * torch_error + FLOOR[dtype] * exact.abs().max().item()
+    assert error <= bound, f"{name}: error {error:.3g} > {bound:.3g} (PyTorch's own error {torch_error:.3g})"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("case", CASES, ids=[f"B{c[0]}-h{c[1]}-N{c[2]}-d{c[3]}-bias{int(c[4])}-nW{c[5]}"
+                                             for c in CASES])
+def test_forward_and_gradients_match_reference(case, dtype, poisoned_outputs):
+    B_, heads, n, d, with_bias, nW = case
+    q, k, v, bias, mask = make_inputs(B_, heads, n, d, with_bias, nW, dtype)
+    grad_out = random_tensor((B_, heads, n, d), dtype, "cpu", 7)
+
+    leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in (q, k, v, bias)]
+    out = window_attention(*leaves[:3], leaves[3], mask, SCALE, backend="triton")
+    inputs = [t for t in leaves if t is not None]
+    grads = torch.autograd.grad(out, inputs, grad_out)
+
+    exact_out, exact_grads = reference_grads(q, k, v, bias, mask, grad_out, torch.float64)
+    torch_out, torch_grads = reference_grads(q, k, v, bias, mask, grad_out, dtype)
+    assert out.dtype == dtype
+    assert_close_to_reference("out", out, torch_out, exact_out, dtype)
+    for name, got, same, exact in zip(("dq", "dk", "dv", "dbias"), grads, torch_grads, exact_grads):
+        assert got.dtype == dtype, name
+        assert_close_to_reference(name, got, same, exact, dtype)
+
+
+def test_output_is_a_view_of_a_tokens_major_buffer():
+    """The caller's (B_, heads, N, d) -> (B_, N, heads * d) reshape costs no copy."""
+    q, k, v, bias, mask = make_inputs(2, 3, 49, 16, True, 2, torch.float32)
+    out = window_attention(q, k, v, bias, mask, backend="triton")
+    assert out.transpose(1, 2).is_contiguous()
+
+
+def test_default_scale_is_head_dim_rsqrt():
+    q, k, v, bias, mask = make_inputs(2, 1, 49, 16, True, None, torch.float32)
+    out = window_attention(q, k, v, bias, backend="triton")
+    expected = reference.window_attention(q.double(), k.double(), v.double(), bias.double(), None, 16 ** -0.5)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [20, 72], ids=["one-tile", "multi-tile"])
+def test_gradcheck_through_triton(n):
+    """float64 runs in the interpreter (accumulating in fp64), so gradcheck's default
+    tolerances apply; fast mode (random projections) keeps it to seconds."""
+    q, k, v, bias, mask = make_inputs(2, 1, n, 16, True, 2, torch.float64)
+    leaves = [t.detach().clone().requires_grad_() for t in (q, k, v, bias)]
+    # The kernel takes scale as fp32: 0.5 is exact there, so the fp64 check stays tight.
+    fn = lambda q, k, v, bias: window_attention(q, k, v, bias, mask, 0.5, backend="triton")  # noqa: E731
+    assert torch.autograd.gradcheck(fn, leaves, fast_mode=True)
+
+
+@pytest.mark.parametrize("n", [49, 72], ids=["registers", "in-place-slots"])
+def test_deterministic_dbias_equals_atomic(n):
+    """Five windows in groups of two: the last group is short. Atomic and deterministic
+    dbias differ only in summation order (a few fp32 ulps); deterministic runs are
+    bitwise reproducible."""
+    q, k, v, bias, mask = make_inputs(5, 2, n, 16, True, 5, torch.float32)
+    out, lse = window_attention_forward(q, k, v, bias, mask, SCALE)
+    grad_out = random_tensor(out.shape, torch.float32, "cpu", 3)
+    run = lambda deterministic: window_attention_backward(  # noqa: E731
+        grad_out, q, k, v, out, lse, bias, mask, SCALE, True, deterministic=deterministic, group_size=2)
+    atomic, first, second = run(False), run(True), run(True)
+    for a, b, c in zip(atomic, first, second):
+        assert torch.equal(b, c)
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    exact_out, exact_grads = reference_grads(q, k, v, bias, mask, grad_out, torch.float64)
+    torch.testing.assert_close(first[3].double(), exact_grads[3], rtol=1e-4, atol=1e-4)
+
+
+def test_windows_per_program_fills_a_gpu_and_bounds_the_loop():
+    assert windows_per_program(4, 2) == 1
+    assert 1 < windows_per_program(128 * 64, 3) <= 64
+    assert windows_per_program(10 ** 7, 24) == 64
+
+
+def test_bias_gradient_only_when_needed():
+    q, k, v, bias, mask = make_inputs(2, 2, 49, 16, True, 1, torch.float32)
+    q = q.detach().requires_grad_()
+    out = window_attention(q, k, v, bias, mask, backend="triton")
+    (dq,) = torch.autograd.grad(out.sum(), [q])
+    assert torch.isfinite(dq).all()
+
+
+def test_opcheck_registered_op():
+    q, k, v, bias, mask = make_inputs(2, 2, 49, 16, True, 2, torch.float32)
+    args = [t.detach().clone().requires_grad_() for t in (q, k, v, bias)]
+    torch.library.opcheck(torch.ops.fastswin.window_attention_triton.default, (*args, mask, SCALE))
+
+
+def test_torch_compile_traces_the_op_fullgraph_without_recompiles():
+    torch._dynamo.reset()
+    mask = make_inputs(2, 2, 49, 16, True, 2, torch.float32)[4]
+
+    def block(q, k, v, bias):
+        out = window_attention(q, k, v, bias, mask, SCALE, backend="triton")
+        return out.transpose(1, 2).reshape(q.shape[0], q.shape[2], -1)
+
+    compiled = torch.compile(block, fullgraph=True, backend="aot_eager")
+    for windows in (2, 4, 6):  # the second batch makes the graph dynamic, the third reuses it
+        q, k, v, bias, _ = make_inputs(windows, 2, 49, 16, True, 2, torch.float32, seed=windows)
+        leaves = [t.detach().clone().requires_grad_() for t in (q, k, v, bias)]
+        eager = [t.detach().clone().requires_grad_() for t in (q, k, v, bias)]
+        with torch._dynamo.config.patch(error_on_recompile=windows == 6):
+            compiled(*leaves).sum().backward()
+        block(*eager).sum().backward()
+        for a, b in zip(leaves, eager):
+            torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_auto_backend_on_cpu_falls_back_to_reference():
+    """The interpreter runs only when forced: auto mode takes the reference silently."""
+    q, k, v, bias, mask = make_inputs(2, 2, 49, 16, True, 2, torch.float32)
+    out = window_attention(q, k, v, bias, mask, SCALE)
+    torch.testing.assert_close(out, reference.window_attention(q, k, v, bias, mask, SCALE))
+
+
+@pytest.mark.parametrize("n, d, dtype, needle", [
+    (300, 16, torch.float32, "N = 300"),
+    (49, 8, torch.float32, "head_dim 8"),
+    (49, 160, torch.float32, "head_dim 160"),
+])
+def test_forced_triton_rejects_what_it_cannot_run(n, d, dtype, needle):
+    q = torch.randn(2, 1, n, d, dtype=dtype)
+    with pytest.raises(BackendError, match=needle):
+        window_attention(q, q, q, backend="triton")
+    # Auto mode runs them on the reference.
+    assert window_attention(q, q, q).shape == q.shape
+
+
+def _bad_inputs():
+    q = torch.randn(4, 2, 49, 16)
+    bias, mask = torch.randn(2, 49, 49), torch.randn(2, 49, 49)
+    return {
+        "rank": ((q[0], q[0], q[0], None, None), "must be \\(B_, heads, N, d\\)"),
+        "shapes": ((q, q, q[:, :, :48], None, None), "one shape"),
+        "dtypes": ((q, q, q.double(), None, None), "one float dtype"),
+        "integer": ((q.long(), q.long(), q.long(), None, None), "one float dtype"),
+        "bias shape": ((q, q, q, bias[:1], None), "bias must be"),
+        "mask shape": ((q, q, q, None, mask[:, :48]), "mask must be"),
+        "mask windows": ((q, q, q, None, torch.randn(3, 49, 49)), "not a multiple"),
+        "devices": ((q, q, q, bias.to("meta"), None), "one device"),
+    }
+
+
+@pytest.mark.parametrize("backend", [None, "reference", "triton"])
+@pytest.mark.parametrize("kind", list(_bad_inputs()))
+def test_bad_input_raises_value_error_in_every_backend(kind, backend):
+    args, message = _bad_inputs()[kind]
+    with pytest.raises(ValueError, match=message):
+        window_attention(*args, backend=backend)
+
+
+def test_without_triton_the_reference_backend_still_runs():
+    """Triton is optional: without it fastswin imports, auto mode runs the reference and
+    a forced Triton backend says why it cannot run."""
+    script = "\n".join([
+        "import sys; sys.modules['triton'] = None",  # any `import triton` now fails
+        "import torch, fastswin",
+        "q = torch.randn(2, 1, 49, 16)",
+        "assert fastswin.ops.window_attention(q, q, q).shape == q.shape",
+        "try:",
+        "    fastswin.ops.window_attention(q, q, q, backend='triton')",
+        "except fastswin.BackendError as e:",
+        "    assert 'triton is not installed' in str(e), e",
+        "else:",
+        "    raise AssertionError('no BackendError')",
+    ])
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
