@@ -129,9 +129,11 @@ def pad_map(x: torch.Tensor, window_size: Pair, fill: Optional[torch.Tensor] = N
 
 
 def compose_shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias,
-                                     order, partition, reverse, attention, cosine_attention):
+                                     order, partition, reverse, attention, cosine_attention,
+                                     attention_mask=shift_attention_mask):
     """Shifted-window attention as the sequence of window ops it stands for, each
-    one given as a callable (the reference's, or fastswin's fused ops).
+    one given as a callable (the reference's, or fastswin's fused ops), and the
+    shift mask from `attention_mask` (same arguments as shift_attention_mask).
 
     See shifted_window_attention for the arguments and semantics.
     """
@@ -147,7 +149,7 @@ def compose_shifted_window_attention(qkv, num_heads, window_size, shift_size, bi
         windows = partition(pad_map(rolled, window_size, qkv_bias), window_size, (0, 0))
     B_, N = windows.shape[0], window_size[0] * window_size[1]
     q, k, v = windows.reshape(B_, N, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)
-    mask = shift_attention_mask(H, W, window_size, shift, qkv.device, qkv.dtype) if any(shift) else None
+    mask = attention_mask(H, W, window_size, shift, qkv.device, qkv.dtype) if any(shift) else None
     if logit_scale is None:
         out = attention(q, k, v, bias, mask)
     else:

@@ -91,3 +91,14 @@ def test_bad_input_raises(kwargs, message):
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         ops.shifted_window_attention(**args)
+
+
+def test_mask_first_built_under_inference_mode_serves_training(device):
+    """The shift mask is cached: one first built under inference mode must still be
+    usable by autograd later."""
+    qkv = random_tensor((1, 10, 11, 24), torch.float32, device, 50)
+    with torch.inference_mode():
+        ops.shifted_window_attention(qkv, 2, 5, 2)
+    leaf = qkv.clone().requires_grad_()
+    ops.shifted_window_attention(leaf, 2, 5, 2).sum().backward()
+    assert torch.isfinite(leaf.grad).all()

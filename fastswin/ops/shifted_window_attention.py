@@ -6,9 +6,10 @@ order of pad and roll; v1 dot-product or v2 cosine attention; padded tokens
 read qkv_bias).
 
 Backends: "cuda" and "cpu" compose fastswin's one-pass window partition /
-reverse kernels with fastswin's window attention; "reference" is the pure
-PyTorch composition.
+reverse kernels with fastswin's window attention (Triton on CUDA tensors);
+"reference" is the pure PyTorch composition.
 """
+import functools
 from typing import Optional
 
 import torch
@@ -16,7 +17,22 @@ import torch
 from fastswin import reference
 from fastswin._extension import compiled_reason
 from fastswin.backends import select_backend
+from fastswin.ops.window_attention import window_attention
 from fastswin.ops.window_process import IntPair, as_pair, window_partition, window_reverse
+
+
+def shift_mask(height, width, window_size, shift_size, device, dtype) -> torch.Tensor:
+    """reference.shift_attention_mask, built once per map size, window and shift in
+    eager mode; traced (and constant-folded) under torch.compile."""
+    if torch.compiler.is_compiling():
+        return reference.shift_attention_mask(height, width, window_size, shift_size, device, dtype)
+    return _cached_shift_mask(height, width, window_size, shift_size, device, dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_shift_mask(height, width, window_size, shift_size, device, dtype) -> torch.Tensor:
+    with torch.inference_mode(False):  # a normal tensor even when first asked for under inference mode
+        return reference.shift_attention_mask(height, width, window_size, shift_size, device, dtype)
 
 
 def _device_reason(device: torch.device, backend: str) -> Optional[str]:
@@ -87,4 +103,5 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
         qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order,
         partition=lambda x, w, s: window_partition(x, w, s, backend=chosen),
         reverse=lambda x, w, h, wd, s: window_reverse(x, w, h, wd, s, backend=chosen),
-        attention=reference.window_attention, cosine_attention=reference.cosine_window_attention)
+        attention=lambda q, k, v, bias, mask: window_attention(q, k, v, bias, mask),
+        cosine_attention=reference.cosine_window_attention, attention_mask=shift_mask)
