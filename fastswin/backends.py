@@ -62,12 +62,13 @@ def _debug(*args) -> None:
         logger.debug(*args)
 
 
-def triton_reason(device, forced: bool) -> Optional[str]:
-    """Why Triton kernels cannot run on `device`, or None.
+def triton_reason(device, forced: bool, dtype: Optional[torch.dtype] = None) -> Optional[str]:
+    """Why Triton kernels cannot run on `device` (for inputs of `dtype`), or None.
 
     CUDA tensors need a working Triton. CPU tensors run only in the Triton
     interpreter (TRITON_INTERPRET=1), and only when the Triton backend is
-    forced: it is how CI tests the kernels, never a fast path.
+    forced: it is how CI tests the kernels, never a fast path. The interpreter
+    computes bf16 wrongly, so it refuses bf16.
     """
     try:
         import triton  # noqa: F401
@@ -76,6 +77,8 @@ def triton_reason(device, forced: bool) -> Optional[str]:
     if device.type == "cuda":
         return None
     if device.type == "cpu" and forced and os.environ.get("TRITON_INTERPRET") == "1":
+        if dtype == torch.bfloat16:
+            return "the Triton interpreter computes bf16 wrongly; bf16 runs on CUDA tensors only"
         return None
     return (f"Triton kernels need CUDA tensors, got {device.type} "
             "(CPU tensors run in the Triton interpreter: TRITON_INTERPRET=1 and backend='triton')")

@@ -1,26 +1,40 @@
-"""Micro-benchmark harness: timing, device copy bandwidth, and the op cases.
+"""Benchmark harness: timing, device copy bandwidth, and the cases.
 
 Used by `fastswin bench` and by the pytest-benchmark suites in benchmarks/.
 Every figure is a median over repeats, measured against baselines in the same
 run; on CUDA, timing uses events after a warm-up, so it synchronizes.
 """
+import contextlib
 import statistics
 import time
 from dataclasses import asdict, dataclass
-from typing import Callable, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+import torch.nn.functional as F
 
 from fastswin import ops, reference
 
+WINDOW = 7
+SHIFT = 3
+HEAD_DIM = 32
 # (model, stage, H, W, C) at 224x224 input, window 7.
 SWIN_STAGES = [
     (model, stage, 56 >> stage, 56 >> stage, base << stage)
     for model, base in (("swin_t", 96), ("swin_b", 128))
     for stage in range(4)
 ]
-WINDOW = 7
-SHIFT = 3
+# (model, stage, map size, heads, window): Swin-T/B at 224 (window 7), SwinV2-T at 256 (window 8).
+ATTENTION_STAGES = [
+    (model, stage + 1, size >> stage, heads << stage, window)
+    for model, size, heads, window in (("swin_t", 56, 3, 7), ("swin_b", 56, 4, 7), ("swinv2_t", 64, 3, 8))
+    for stage in range(4)
+]
+MODELS_GPU = ("swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224", "swin_base_patch4_window7_224",
+              "swinv2_tiny_window8_256")
+# A Swin-T shaped toy that runs in a blink on a CPU.
+TINY_MODEL = ("swin_tiny_patch4_window7_224",
+              dict(embed_dim=32, depths=(2, 2), num_heads=(2, 4), img_size=64, window_size=4))
 
 
 @dataclass
@@ -34,14 +48,16 @@ class Timing:
 class Row:
     op: str
     case: str
-    mode: str           # "fwd" or "fwd+bwd"
+    mode: str                   # "fwd" / "fwd+bwd" for ops, "infer" / "train" for models
     dtype: str
     baseline: str
     baseline_ms: float
     fastswin_ms: float
-    speedup: float      # baseline time / fastswin time
-    gbps: float         # bytes the op must move / fastswin time
-    roofline: Optional[float]  # gbps / measured device copy bandwidth
+    speedup: float              # baseline time / fastswin time
+    gbps: Optional[float] = None        # bytes the op must move / fastswin time
+    roofline: Optional[float] = None    # gbps / device copy bandwidth measured in the same run
+    tflops: Optional[float] = None      # fastswin's arithmetic rate
+    images_per_s: Optional[float] = None
 
     def as_dict(self):
         return asdict(self)
@@ -83,11 +99,30 @@ def copy_bandwidth(device: torch.device, megabytes: int = 256) -> float:
     return 2 * src.nbytes / timing.median_ms / 1e6
 
 
-def _fwd_bwd(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, grad: torch.Tensor):
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _fwd_bwd(fn: Callable[..., torch.Tensor], leaves: Sequence[torch.Tensor], grad: torch.Tensor):
     def run():
-        x.grad = None
-        fn(x).backward(grad)
+        torch.autograd.grad(fn(*leaves), leaves, grad)
     return run
+
+
+def _compare(op, case, mode, dtype, fastswin_fn, baselines: Dict[str, Callable], device, repeats,
+             nbytes=None, flops=None, bandwidth=None) -> List[Row]:
+    """Time fastswin_fn and each baseline in turn; one row per baseline."""
+    fast = measure(fastswin_fn, device, repeats).median_ms
+    rows = []
+    for name, fn in baselines.items():
+        base = measure(fn, device, repeats).median_ms
+        gbps = nbytes / fast / 1e6 if nbytes else None
+        rows.append(Row(op, case, mode, _dtype_name(dtype), name, base, fast, base / fast, gbps,
+                        gbps / bandwidth if gbps and bandwidth else None, flops / fast / 1e9 if flops else None))
+    return rows
+
+
+# ----------------------------------------------------------------------------- window partition / reverse
 
 
 def window_process_rows(device: torch.device, dtype: torch.dtype, batch: int, bandwidth: Optional[float],
@@ -99,7 +134,7 @@ def window_process_rows(device: torch.device, dtype: torch.dtype, batch: int, ba
         shift = 0 if H <= WINDOW else SHIFT  # a map of one window is not shifted
         x = torch.randn(batch, H, W, C, device=device, dtype=dtype)
         windows = reference.window_partition(x, (WINDOW, WINDOW), (shift, shift))
-        moved = (x.nbytes + windows.nbytes)
+        moved = x.nbytes + windows.nbytes
         case = f"{model}.s{stage + 1} {batch}x{H}x{W}x{C}"
         impls = {
             "window_partition": (
@@ -110,17 +145,144 @@ def window_process_rows(device: torch.device, dtype: torch.dtype, batch: int, ba
                 lambda t: ops.window_reverse(t, WINDOW, H, W, shift), windows, x),
         }
         for op, (eager, fast, inp, out) in impls.items():
-            for mode in ("fwd", "fwd+bwd"):
-                if mode == "fwd":
-                    eager_run, fast_run, factor = (lambda f=eager: f(inp)), (lambda f=fast: f(inp)), 1
-                else:
-                    leaf = inp.detach().clone().requires_grad_()
-                    grad = torch.randn_like(out)
-                    eager_run, fast_run, factor = _fwd_bwd(eager, leaf, grad), _fwd_bwd(fast, leaf, grad), 2
-                base_t = measure(eager_run, device, repeats)
-                fast_t = measure(fast_run, device, repeats)
-                gbps = factor * moved / fast_t.median_ms / 1e6
-                rows.append(Row(op, case, mode, str(dtype).replace("torch.", ""), "eager", base_t.median_ms,
-                                fast_t.median_ms, base_t.median_ms / fast_t.median_ms, gbps,
-                                gbps / bandwidth if bandwidth else None))
+            rows += _compare(op, case, "fwd", dtype, lambda f=fast: f(inp), {"eager": lambda f=eager: f(inp)},
+                             device, repeats, moved, bandwidth=bandwidth)
+            leaf, grad = inp.detach().clone().requires_grad_(), torch.randn_like(out)
+            rows += _compare(op, case, "fwd+bwd", dtype, _fwd_bwd(fast, [leaf], grad),
+                             {"eager": _fwd_bwd(eager, [leaf], grad)}, device, repeats, 2 * moved,
+                             bandwidth=bandwidth)
+    return rows
+
+
+# ----------------------------------------------------------------------------- window attention
+
+
+def attention_inputs(size: int, heads: int, window: int, batch: int, device, dtype):
+    """q, k, v as views of a packed (B_, N, 3, heads, d) qkv as a Swin block makes them,
+    the relative-position bias, and the shift mask (None where the map is one window).
+    Returns (qkv, q, k, v, bias, mask)."""
+    n = window * window
+    windows = batch * (size // window) ** 2
+    qkv = torch.randn(windows, n, 3, heads, HEAD_DIM, device=device, dtype=dtype)
+    q, k, v = qkv.permute(2, 0, 3, 1, 4)
+    bias = torch.randn(heads, n, n, device=device, dtype=dtype)
+    mask = None
+    if size > window:
+        shift = window // 2
+        mask = reference.shift_attention_mask(size, size, (window, window), (shift, shift), device, dtype)
+    return qkv, q, k, v, bias, mask
+
+
+def attention_bytes(q: torch.Tensor, mode: str) -> int:
+    """The floor's bytes: forward reads q, k, v and writes out (+ fp32 lse); backward reads
+    q, k, v, out, dout, lse and writes dq, dk, dv. bias and mask are small and cached."""
+    tile, lse = q.numel() * q.element_size(), q.numel() // q.shape[-1] * 4
+    forward = 4 * tile + lse
+    return forward if mode == "fwd" else forward + 8 * tile + lse
+
+
+def attention_flops(q: torch.Tensor, mode: str) -> int:
+    """Matmul FLOPs: forward QK^T and PV; backward five such products (2.5x the forward)."""
+    B_, heads, n, d = q.shape
+    forward = 4 * B_ * heads * n * n * d
+    return forward if mode == "fwd" else forward * 7 // 2
+
+
+def sdpa_attention(q, k, v, bias, mask):
+    """PyTorch SDPA with bias + mask as one (B_, heads, N, N) attn_mask: how a user would call it."""
+    attn_mask = bias.expand(q.shape[0], *bias.shape)
+    if mask is not None:
+        nW = mask.shape[0]
+        attn_mask = (attn_mask.view(-1, nW, *bias.shape) + mask[None, :, None]).flatten(0, 1)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+
+
+def attention_baselines(device: torch.device, with_compile: bool) -> Dict[str, Callable]:
+    baselines = {"eager": reference.window_attention, "sdpa": sdpa_attention}
+    if with_compile:
+        baselines["compile"] = torch.compile(reference.window_attention)
+    return baselines
+
+
+def window_attention_rows(device: torch.device, dtype: torch.dtype, batch: int, bandwidth: Optional[float],
+                          stages=ATTENTION_STAGES, repeats: int = 20, with_compile: bool = False) -> List[Row]:
+    """Window attention (bias + shift mask), forward and forward+backward, fastswin vs the
+    eager reference, SDPA and (optionally) torch.compile of the reference."""
+    rows = []
+    baselines = attention_baselines(device, with_compile)
+    for model, stage, size, heads, window in stages:
+        qkv, q, k, v, bias, mask = attention_inputs(size, heads, window, batch, device, dtype)
+        case = f"{model}.s{stage} {q.shape[0]}x{heads}x{window * window}x{HEAD_DIM}"
+        args = (q, k, v, bias, mask)
+        rows += _compare("window_attention", case, "fwd", dtype, lambda: ops.window_attention(*args),
+                         {name: (lambda f=fn: f(*args)) for name, fn in baselines.items()}, device, repeats,
+                         attention_bytes(q, "fwd"), attention_flops(q, "fwd"), bandwidth)
+        leaves = [qkv.detach().clone().requires_grad_(), bias.detach().clone().requires_grad_()]
+        grad = torch.randn_like(q)
+
+        def through(fn):
+            return lambda packed, b: fn(*packed.permute(2, 0, 3, 1, 4), b, mask)
+
+        rows += _compare("window_attention", case, "fwd+bwd", dtype,
+                         _fwd_bwd(through(ops.window_attention), leaves, grad),
+                         {name: _fwd_bwd(through(fn), leaves, grad) for name, fn in baselines.items()},
+                         device, repeats, attention_bytes(q, "fwd+bwd"), attention_flops(q, "fwd+bwd"), bandwidth)
+    return rows
+
+
+# ----------------------------------------------------------------------------- whole models
+
+
+def build_timm_model(name: str, device: torch.device, patched: bool, **kwargs) -> torch.nn.Module:
+    import timm
+
+    import fastswin
+
+    model = timm.create_model(name, pretrained=False, **kwargs).to(device)
+    if patched:
+        report = fastswin.patch(model)
+        if not report.complete:
+            raise RuntimeError(f"fastswin.patch left modules of {name} unpatched:\n{report}")
+    return model
+
+
+def model_step(model: torch.nn.Module, batch: int, mode: str, device: torch.device) -> Callable[[], None]:
+    """One inference forward, or one training step (forward, backward, AdamW), bf16
+    autocast on CUDA, on random images of the model's input size."""
+    size = model.patch_embed.img_size
+    images = torch.randn(batch, 3, *size, device=device)
+    labels = torch.randint(0, model.num_classes, (batch,), device=device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    model.train(mode == "train")
+    if mode == "infer":
+        def infer():
+            with torch.inference_mode(), autocast:
+                model(images)
+        return infer
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def train():
+        optimizer.zero_grad(set_to_none=True)
+        with autocast:
+            loss = F.cross_entropy(model(images), labels)
+        loss.backward()
+        optimizer.step()
+    return train
+
+
+def model_rows(device: torch.device, models: Sequence[Tuple[str, dict]], batch: int, modes: Sequence[str],
+               repeats: int = 10) -> List[Row]:
+    """Images/s of timm eager vs timm + fastswin.patch, per model and mode."""
+    rows = []
+    dtype = "bf16-autocast" if device.type == "cuda" else "float32"
+    for name, kwargs in models:
+        for mode in modes:
+            timings = {}
+            for patched in (False, True):
+                torch.manual_seed(0)
+                step = model_step(build_timm_model(name, device, patched, **kwargs), batch, mode, device)
+                timings[patched] = measure(step, device, repeats, warmup=2).median_ms
+            case = f"{name}{' (tiny)' if kwargs else ''} b{batch}"
+            rows.append(Row("model", case, mode, dtype, "timm", timings[False], timings[True],
+                            timings[False] / timings[True], images_per_s=batch / timings[True] * 1e3))
     return rows

@@ -1,7 +1,7 @@
 """The `fastswin` command (also `python -m fastswin`).
 
   fastswin info                 versions, devices, compiled parts, backends
-  fastswin bench [--quick] ...  op micro-benchmarks against eager PyTorch
+  fastswin bench [--quick] ...  op and model benchmarks against eager PyTorch, SDPA, torch.compile, timm
   fastswin check                correctness self-test of every backend; non-zero exit on a mismatch
   fastswin profile --out DIR    torch.profiler run of a patched model; top kernels and a trace
   fastswin compile-report       per-kernel resources for sm_80/sm_90 without a GPU; non-zero exit on spills
@@ -9,6 +9,7 @@
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -75,40 +76,84 @@ def cmd_profile(args) -> int:
     return 0
 
 
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def _format_table(rows) -> str:
-    header = f"{'op':17} {'case':26} {'mode':8} {'eager ms':>9} {'fastswin':>9} {'speedup':>8} {'GB/s':>8} {'roofline':>8}"
+    header = (f"{'op':17} {'case':32} {'mode':8} {'baseline':9} {'base ms':>9} {'fastswin':>9} {'speedup':>8} "
+              f"{'TFLOP/s':>8} {'GB/s':>8} {'roofline':>8} {'img/s':>8}")
     lines = [header, "-" * len(header)]
     for r in rows:
-        roof = f"{r.roofline:8.0%}" if r.roofline is not None else f"{'-':>8}"
-        lines.append(f"{r.op:17} {r.case:26} {r.mode:8} {r.baseline_ms:9.3f} {r.fastswin_ms:9.3f} "
-                     f"{r.speedup:7.2f}x {r.gbps:8.1f} {roof}")
+        lines.append(f"{r.op:17} {r.case[:32]:32} {r.mode:8} {r.baseline:9} {r.baseline_ms:9.3f} "
+                     f"{r.fastswin_ms:9.3f} {r.speedup:7.2f}x {_fmt(r.tflops, '8.2f'):>8} {_fmt(r.gbps, '8.1f'):>8} "
+                     f"{_fmt(r.roofline, '8.0%'):>8} {_fmt(r.images_per_s, '8.1f'):>8}")
     return "\n".join(lines)
+
+
+def _bench_sections(args, device: torch.device, dtype: torch.dtype, bandwidth: float):
+    """(title, thunk returning rows) for each part of the benchmark."""
+    cuda = device.type == "cuda"
+    batch = args.batch or (128 if cuda else 4 if args.quick else 32)
+    repeats = 5 if args.quick else 20
+    process_stages = benchmark.SWIN_STAGES[:1] if args.quick else benchmark.SWIN_STAGES
+    attention_stages = benchmark.ATTENTION_STAGES[:1] if args.quick else benchmark.ATTENTION_STAGES
+    if args.model:
+        models = [(name, {}) for name in args.model.split(",")]
+    else:
+        models = [(name, {}) for name in benchmark.MODELS_GPU[:1 if args.quick else None]] if cuda \
+            else [benchmark.TINY_MODEL]
+    model_batch = args.batch or (128 if cuda else 2)
+    modes = [args.mode] if args.mode else ["infer", "train"]
+    sections = [
+        (f"window partition / reverse, batch {batch}", lambda: benchmark.window_process_rows(
+            device, dtype, batch, bandwidth, process_stages, repeats)),
+        (f"window attention, batch {batch}", lambda: benchmark.window_attention_rows(
+            device, dtype, batch, bandwidth, attention_stages, repeats, with_compile=cuda and not args.quick)),
+        (f"models, batch {model_batch}", lambda: benchmark.model_rows(device, models, model_batch, modes,
+                                                                     repeats=3 if args.quick else 10)),
+    ]
+    if args.model:  # --model asks for the model benchmark alone
+        sections = sections[-1:]
+    return sections
 
 
 def cmd_bench(args) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    batch = args.batch or (128 if device.type == "cuda" else 4 if args.quick else 32)
-    stages = benchmark.SWIN_STAGES[:1] if args.quick else benchmark.SWIN_STAGES
-    repeats = 5 if args.quick else 20
+    dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
     bandwidth = benchmark.copy_bandwidth(device, megabytes=64 if args.quick else 256)
-    print(f"fastswin bench on {info.environment()['gpu'] or 'CPU'}: batch {batch}, {args.dtype}, "
+    env = info.environment()
+    print(f"fastswin bench on {env['gpu'] or 'CPU'}: {str(dtype).replace('torch.', '')}, "
           f"copy bandwidth {bandwidth:.1f} GB/s", flush=True)
-    rows = benchmark.window_process_rows(device, DTYPES[args.dtype], batch, bandwidth, stages, repeats)
+    rows = []
+    sections = _bench_sections(args, device, dtype, bandwidth)
+    for i, (title, run) in enumerate(sections, 1):
+        start = time.perf_counter()
+        print(f"[{i}/{len(sections)}] {title} ...", end="", flush=True)
+        rows += run()
+        print(f" {time.perf_counter() - start:.1f} s", flush=True)
     print(_format_table(rows))
     if args.out:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
-        results = {"environment": info.environment(), "compiled": info.compiled_parts(),
-                   "device": device.type, "copy_bandwidth_gbps": bandwidth,
-                   "rows": [r.as_dict() for r in rows]}
-        (out / "results.json").write_text(json.dumps(results, indent=2))
-        from fastswin.plots import speedup_plot
-
-        env = results["environment"]
-        plot = speedup_plot(results["rows"], out / "speedup.png",
-                            f"fastswin {env['fastswin']} on {env['gpu'] or 'CPU'}, torch {env['torch']}, {args.dtype}")
-        print(f"wrote {out / 'results.json'} and {plot}")
+        _write_bench_results(Path(args.out), rows, env, device, bandwidth, str(dtype))
     return 0
+
+
+def _write_bench_results(out: Path, rows, env, device: torch.device, bandwidth: float, dtype: str) -> None:
+    from fastswin.plots import speedup_plot, throughput_plot
+
+    out.mkdir(parents=True, exist_ok=True)
+    results = {"environment": env, "compiled": info.compiled_parts(), "device": device.type,
+               "copy_bandwidth_gbps": bandwidth, "rows": [r.as_dict() for r in rows]}
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    title = f"fastswin {env['fastswin']} on {env['gpu'] or 'CPU'}, torch {env['torch']}, {dtype}"
+    written = [out / "results.json"]
+    op_rows = [r for r in results["rows"] if r["op"] != "model"]
+    model_rows = [r for r in results["rows"] if r["op"] == "model"]
+    if op_rows:
+        written.append(speedup_plot(op_rows, out / "speedup.png", title))
+    if model_rows:
+        written.append(throughput_plot(model_rows, out / "throughput.png", title))
+    print("wrote " + ", ".join(str(p) for p in written))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -116,10 +161,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, devices, compiled parts and backends").set_defaults(run=cmd_info)
     bench = sub.add_parser("bench", help="op micro-benchmarks on the present device")
-    bench.add_argument("--quick", action="store_true", help="one small shape, few repeats")
-    bench.add_argument("--batch", type=int, help="batch size (default 128 on CUDA, 32 on CPU)")
-    bench.add_argument("--dtype", choices=DTYPES, default="fp32")
-    bench.add_argument("--out", help="directory for results.json and speedup.png")
+    bench.add_argument("--quick", action="store_true", help="one shape per op and one model, few repeats")
+    bench.add_argument("--batch", type=int, help="batch size (default 128 on CUDA; 32 for ops, 2 for models on CPU)")
+    bench.add_argument("--dtype", choices=DTYPES, help="op dtype (default bf16 on CUDA, fp32 on CPU)")
+    bench.add_argument("--model", help="timm model name(s), comma-separated: benchmark only these models")
+    bench.add_argument("--mode", choices=("infer", "train"), help="model benchmark mode (default both)")
+    bench.add_argument("--out", help="directory for results.json, speedup.png and throughput.png")
     bench.set_defaults(run=cmd_bench)
     check = sub.add_parser("check", help="correctness self-test of every backend against the reference")
     check.add_argument("--device", help="cpu or cuda (default: cuda when present)")

@@ -18,17 +18,33 @@ def test_info_entry_point():
 def test_bench_quick_writes_results(tmp_path, capsys):
     assert cli.main(["bench", "--quick", "--batch", "2", "--out", str(tmp_path)]) == 0
     table = capsys.readouterr().out
-    assert "window_partition" in table and "speedup" in table
-    assert (tmp_path / "speedup.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "window_partition" in table and "speedup" in table and "[3/3] models" in table
+    for plot in ("speedup.png", "throughput.png"):
+        assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["environment"]["torch"] == torch.__version__
     assert results["copy_bandwidth_gbps"] > 0
     rows = results["rows"]
-    assert {r["op"] for r in rows} == {"window_partition", "window_reverse"}
-    assert {r["mode"] for r in rows} == {"fwd", "fwd+bwd"}
+    assert {r["op"] for r in rows} == {"window_partition", "window_reverse", "window_attention", "model"}
+    assert {(r["op"], r["baseline"]) for r in rows if r["op"] == "window_attention"} == {
+        ("window_attention", "eager"), ("window_attention", "sdpa")}
+    assert {r["mode"] for r in rows if r["op"] != "model"} == {"fwd", "fwd+bwd"}
+    assert {r["mode"] for r in rows if r["op"] == "model"} == {"infer", "train"}
     for row in rows:
-        assert row["fastswin_ms"] > 0 and row["baseline_ms"] > 0 and row["gbps"] > 0
+        assert row["fastswin_ms"] > 0 and row["baseline_ms"] > 0
         assert abs(row["speedup"] - row["baseline_ms"] / row["fastswin_ms"]) < 1e-9
+        if row["op"] == "model":
+            assert row["images_per_s"] > 0
+        else:
+            assert row["gbps"] > 0 and 0 < row["roofline"]
+    assert all(r["tflops"] > 0 for r in rows if r["op"] == "window_attention")
+
+
+def test_bench_one_model(tmp_path, capsys):
+    assert cli.main(["bench", "--model", "swin_tiny_patch4_window7_224", "--batch", "1", "--mode", "infer"]) == 0
+    out = capsys.readouterr().out
+    assert "[1/1] models, batch 1" in out
+    assert "swin_tiny_patch4_window7_224 b1" in out and "infer" in out
 
 
 def test_check_passes(capsys):
