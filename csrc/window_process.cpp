@@ -16,8 +16,19 @@ void check_pair(at::IntArrayRef v, const char* name, int64_t min_value) {
               min_value, ", got (", v[0], ", ", v[1], ")");
 }
 
-RowStrides leading_strides(const at::Tensor& t) {
-  return RowStrides{t.stride(0), t.stride(1), t.stride(2)};
+// The gather that reads `src` (a 4-d tensor, channels last) into a new tensor of `out_sizes`.
+RowGather make_gather(const at::Tensor& src, const WindowGeometry& geom, bool partition,
+                      at::IntArrayRef out_sizes) {
+  RowGather p;
+  p.geom = geom;
+  p.src_strides = RowStrides{src.stride(0), src.stride(1), src.stride(2)};
+  p.channel_stride = src.stride(3);
+  p.rows_per_image = partition ? partition_rows_per_image(geom) : reverse_rows_per_image(geom);
+  p.channels = src.size(3);
+  p.partition = partition;
+  p.src = src;
+  p.out = at::empty(out_sizes, src.options());
+  return p;
 }
 
 }  // namespace
@@ -28,19 +39,11 @@ RowGather plan_window_partition(const at::Tensor& x, at::IntArrayRef window_size
               " dims");
   check_pair(window_size, "window_size", 1);
   check_pair(shift_size, "shift_size", 0);
-  RowGather p;
-  p.geom = make_geometry(x.size(0), x.size(1), x.size(2), window_size[0], window_size[1],
-                         shift_size[0], shift_size[1]);
-  p.src_strides = leading_strides(x);
-  p.channel_stride = x.stride(3);
-  p.rows_per_image = partition_rows_per_image(p.geom);
-  p.channels = x.size(3);
-  p.partition = true;
-  p.src = x;
-  p.out = at::empty({p.geom.batch * p.geom.windows_h * p.geom.windows_w, window_size[0],
-                     window_size[1], p.channels},
-                    x.options());
-  return p;
+  const WindowGeometry geom = make_geometry(x.size(0), x.size(1), x.size(2), window_size[0],
+                                            window_size[1], shift_size[0], shift_size[1]);
+  return make_gather(x, geom, /*partition=*/true,
+                     {geom.batch * geom.windows_h * geom.windows_w, window_size[0], window_size[1],
+                      x.size(3)});
 }
 
 RowGather plan_window_reverse(const at::Tensor& windows, at::IntArrayRef window_size,
@@ -59,17 +62,11 @@ RowGather plan_window_reverse(const at::Tensor& windows, at::IntArrayRef window_
   TORCH_CHECK(windows.size(0) % per_image == 0, "fastswin.window_reverse: ", windows.size(0),
               " windows cannot tile a ", height, "x", width, " map (", per_image,
               " windows per image)");
-  RowGather p;
-  p.geom = make_geometry(windows.size(0) / per_image, height, width, window_size[0],
-                         window_size[1], shift_size[0], shift_size[1]);
-  p.src_strides = leading_strides(windows);
-  p.channel_stride = windows.stride(3);
-  p.rows_per_image = reverse_rows_per_image(p.geom);
-  p.channels = windows.size(3);
-  p.partition = false;
-  p.src = windows;
-  p.out = at::empty({p.geom.batch, height, width, p.channels}, windows.options());
-  return p;
+  const WindowGeometry geom = make_geometry(windows.size(0) / per_image, height, width,
+                                            window_size[0], window_size[1], shift_size[0],
+                                            shift_size[1]);
+  return make_gather(windows, geom, /*partition=*/false,
+                     {geom.batch, height, width, windows.size(3)});
 }
 
 namespace {
