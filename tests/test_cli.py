@@ -1,5 +1,6 @@
 """The fastswin command: each subcommand runs here and its output has content."""
 import json
+import os
 import subprocess
 import sys
 
@@ -75,3 +76,19 @@ def test_profile_writes_a_trace(tmp_path, capsys):
     assert "aten::" in out and "gemm" in out
     trace = json.loads((tmp_path / "trace.json").read_text())
     assert any(e.get("name", "").startswith("aten::") for e in trace["traceEvents"])
+
+
+def test_compile_report_quick():
+    """Ahead-of-time compilation needs the real Triton JIT: run without the interpreter."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-m", "fastswin", "compile-report", "--arch", "sm_90", "--quick"],
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    triton_rows = [line for line in lines if line.startswith("triton ")]
+    assert any("window_attention_fwd_kernel" in line and "N=49" in line for line in triton_rows)
+    assert any("window_attention_bwd_kernel" in line for line in triton_rows)
+    assert all(line.split()[-1] == "yes" for line in triton_rows)  # tensor-core instructions
+    if any(line.startswith("cuda-ext") for line in lines):
+        assert any("gather_rows_kernel" in line for line in lines)
+    assert " 0 spilling" in lines[-1]
