@@ -6,6 +6,7 @@ built fastswin._C with cuobjdump: registers, shared memory, local memory and
 stack (spills), and whether tensor-core instructions are present.
 """
 import importlib
+import itertools
 import re
 import shutil
 import subprocess
@@ -46,23 +47,21 @@ def parse_archs(text: str) -> Tuple[int, ...]:
 
 def triton_rows(archs: Iterable[int], shapes: Sequence[Tuple[int, int]] = SWIN_ATTENTION_SHAPES,
                 dtypes: Sequence[torch.dtype] = TRITON_DTYPES) -> List[ResourceRow]:
+    """The window attention kernels, v1 and v2 (cosine), as launched at each shape and dtype."""
     from fastswin.aot import compile_kernel
 
     # The module, not the function fastswin.ops re-exports under the same name.
     attention = importlib.import_module("fastswin.ops.window_attention")
-
     rows = []
-    for arch in archs:
-        for n, head_dim in shapes:
-            for dtype in dtypes:
-                for spec in attention.kernel_specs(n, head_dim, dtype):
-                    r = compile_kernel(spec.fn, spec.signature, spec.constexprs, arch=arch,
-                                       num_warps=spec.launch["num_warps"], num_stages=spec.launch["num_stages"],
-                                       aligned=spec.aligned)
-                    config = (f"N={n} d={head_dim} {str(dtype).removeprefix('torch.')} "
-                              f"warps={r.num_warps} stages={r.num_stages}")
-                    rows.append(ResourceRow("triton", spec.fn.__name__.strip("_"), config, arch, r.registers,
-                                            r.shared, r.local, r.stack, r.tensor_cores))
+    for arch, (n, head_dim), dtype, cosine in itertools.product(archs, shapes, dtypes, (False, True)):
+        for spec in attention.kernel_specs(n, head_dim, dtype, cosine=cosine, arch=arch):
+            r = compile_kernel(spec.fn, spec.signature, spec.constexprs, arch=arch,
+                               num_warps=spec.launch["num_warps"], num_stages=spec.launch["num_stages"],
+                               aligned=spec.aligned)
+            config = (f"{'v2' if cosine else 'v1'} N={n} d={head_dim} {str(dtype).removeprefix('torch.')} "
+                      f"w{r.num_warps} s{r.num_stages}")
+            rows.append(ResourceRow("triton", spec.fn.__name__.strip("_"), config, arch, r.registers, r.shared,
+                                    r.local, r.stack, r.tensor_cores))
     return rows
 
 

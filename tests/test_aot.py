@@ -15,31 +15,44 @@ pytestmark = pytest.mark.skipif(aot.cuda_tool("cuobjdump") is None,
 
 
 ARCHS = (80, 90)
-TOKENS = (49, 144)
+TOKENS = (49, 64, 144)   # Swin's 7x7, SwinV2's 8x8 and 12x12 windows
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+VARIANTS = {"v1": False, "v2": True}  # v2: the cosine kernels (COSINE on, dlogit_scale by atomics)
 
 
 @pytest.fixture(scope="module")
 def reports():
-    """{(arch, N, dtype name): (forward, backward) reports}, compiled in one batch (one
-    child process when the kernels are interpreted)."""
-    keys = [(arch, n, name) for arch in ARCHS for n in TOKENS for name in DTYPES]
+    """{(arch, N, dtype name, variant): (forward, backward) reports}, as launched on that
+    arch, compiled in one batch (one child process when the kernels are interpreted)."""
+    keys = [(arch, n, name, variant) for arch in ARCHS for n in TOKENS for name in DTYPES for variant in VARIANTS]
     jobs = [aot.CompileJob(spec.fn, spec.signature, spec.constexprs, arch, aligned=spec.aligned, **spec.launch)
-            for arch, n, name in keys for spec in kernel_specs(n, 32, DTYPES[name])]
+            for arch, n, name, variant in keys
+            for spec in kernel_specs(n, 32, DTYPES[name], cosine=VARIANTS[variant], arch=arch)]
     done = aot.compile_kernels(jobs)
     return {key: tuple(done[2 * i: 2 * i + 2]) for i, key in enumerate(keys)}
 
 
+@pytest.mark.parametrize("variant", list(VARIANTS))
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("n", TOKENS)
 @pytest.mark.parametrize("dtype", list(DTYPES))
-def test_window_attention_kernels_compile_without_spills_on_tensor_cores(reports, arch, n, dtype):
-    for report in reports[arch, n, dtype]:
+def test_attention_kernels_compile_without_spills_on_tensor_cores(reports, arch, n, dtype, variant):
+    for report in reports[arch, n, dtype, variant]:
         assert report.arch == arch
         assert 0 < report.registers <= 255, report
         assert report.local == 0 and report.stack == 0, f"{report.name} spills: {report}"
         assert report.tensor_cores, f"{report.name} has no tensor-core instructions: {report}"
         assert report.shared <= 227 * 1024, report
+
+
+def test_cosine_specs_differ_from_v1_only_by_the_switch():
+    v1 = kernel_specs(64, 32, torch.float16)
+    v2 = kernel_specs(64, 32, torch.float16, cosine=True)
+    for a, b in zip(v1, v2):
+        assert a.fn is b.fn and a.launch == b.launch
+        assert a.constexprs["COSINE"] is False and b.constexprs["COSINE"] is True
+        assert b.signature["LOGIT_SCALE"] == "*fp32"
+    assert v2[1].constexprs["SCALE_GRAD"] and v2[1].signature["DLOGIT_SCALE"] == "*fp32"
 
 
 def test_signature_types_every_argument():

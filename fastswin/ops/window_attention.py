@@ -22,13 +22,30 @@ forward and a second backward pass for dQ. Softmax statistics and every
 accumulation are fp32 (fp64 for fp64 inputs, which only the interpreter runs,
 for gradcheck).
 
-Swin-V2's cosine attention (issue 4) is meant to enter through `_logits`, the
-one place S is formed, behind a compile-time switch.
+Swin-V2's scaled cosine attention runs through the same kernels behind the
+compile-time switch COSINE. With q^ = q / max(||q||, eps), k^ likewise
+(eps = 1e-12, as F.normalize), and the per-head multiplier
+s_h = exp(min(logit_scale[h], log 100)):
+
+    S   = s_h * q^ k^T + bias[h] + mask[b % nW]
+    dq^ = s_h * dS k^                   dk^ = s_h * dS^T q^
+    dq  = (dq^ - q^ (q^ . dq^)) / ||q||   (dq^ / eps where ||q|| < eps, as F.normalize)
+    dlogit_scale[h] = sum over b, i, j of dS * s_h q^ k^T   (0 where the clamp is active,
+                      at the bound too, as torch.clamp)
+
+q and k tiles are normalized in registers as they are loaded (the norms come
+from the tile rows: a whole row of d channels is one tile row); s_h is read
+from the logit_scale pointer in the kernel. So the cosine path is the v1 path
+on normalized tiles with scale = s_h, plus the normalization's chain rule where
+dQ and dK are stored and a per-program sum for dlogit_scale (one atomic add per
+program, or a slot per program in deterministic mode, like dbias).
 
 Layers, in order: kernels, plain launchers (`window_attention_forward`,
 `window_attention_backward`, for tests and benchmarks), the registered custom
-ops `fastswin::window_attention_triton` (+ `_backward`) with fake and autograd
-implementations, and the public `window_attention`.
+ops `fastswin::window_attention_triton` (+ `_backward`) and their cosine twins
+`fastswin::cosine_window_attention_triton` (+ `_backward`, thin ops over the same
+launchers) with fake and autograd implementations, and the public
+`window_attention` and `cosine_window_attention`.
 """
 import contextlib
 from types import SimpleNamespace
@@ -98,6 +115,57 @@ def _additive(bias_ptr, mask_ptr, rows, keys, N_CTX: tl.constexpr, HAS_BIAS: tl.
 
 
 @triton.jit
+def _normalized(x, COSINE: tl.constexpr, ACC: tl.constexpr):
+    """COSINE: (x / max(||x||, eps) per row, in x's dtype, and ||x||); else (x, a stand-in).
+
+    Zero (padded) rows stay zero."""
+    if COSINE:
+        x_acc = x.to(ACC)
+        norm = tl.sqrt(tl.sum(x_acc * x_acc, 1))
+        return (x_acc / tl.maximum(norm, tl.full((), 1e-12, ACC))[:, None]).to(x.dtype), norm
+    else:
+        return x, tl.sum(tl.zeros((x.shape[0], 1), ACC), 1)
+
+
+@triton.jit
+def _through_normalize(grad, x_hat, norm, COSINE: tl.constexpr, ACC: tl.constexpr):
+    """COSINE: the gradient w.r.t. x of x^ = x / max(||x||, eps) given grad = dL/dx^
+    (F.normalize's autograd: the projection drops where ||x|| < eps, the clamp's
+    zero gradient); else grad unchanged."""
+    if COSINE:
+        eps = tl.full((), 1e-12, ACC)
+        x_hat = x_hat.to(ACC)
+        along = tl.where(norm >= eps, tl.sum(grad * x_hat, 1), 0.0)
+        return (grad - x_hat * along[:, None]) / tl.maximum(norm, eps)[:, None]
+    else:
+        return grad
+
+
+@triton.jit
+def _scale_grad_rows(dq_hat, q_hat, ACC: tl.constexpr):
+    """Row sums q^_i . dq^_i = sum over j of dS_ij * s_h q^_i . k^_j, given the complete
+    dq^ = s_h dS k^ of a block of queries: what dlogit_scale sums (divided by the
+    clamp's d s_h / d logit_scale = s_h), without another (query, key) tile."""
+    return tl.sum(dq_hat * q_hat.to(ACC), 1)
+
+
+@triton.jit
+def _head_scale(scale, LOGIT_SCALE, h, COSINE: tl.constexpr, ACC: tl.constexpr):
+    """The multiplier of q k^T: scale (v1), or s_h = exp(min(logit_scale[h], log 100))
+    (COSINE); and d s_h / d logit_scale[h] / s_h: 1, or 0 where the clamp is active
+    (at logit_scale == the bound too, as torch.clamp's gradient is there)."""
+    scale = tl.cast(scale, ACC)  # a Python float reaches here as fp64 under torch.compile
+    through = tl.cast(1.0, ACC)
+    if COSINE:
+        # reference.LOGIT_SCALE_MAX = log(100), rounded to ACC as torch.clamp rounds it.
+        bound = tl.full((), 4.605170185988092, ACC)
+        log_scale = tl.load(LOGIT_SCALE + h).to(ACC)
+        scale = tl.exp(tl.minimum(log_scale, bound))
+        through = tl.where(log_scale < bound, through, 0.0)
+    return scale, through
+
+
+@triton.jit
 def _logits(q, k, keys, scale, additive, N_CTX: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr):
     """S = scale * q k^T + additive on one (query, key) tile, -inf in padded key columns."""
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION, out_dtype=ACC) * scale + additive
@@ -127,20 +195,22 @@ def _score_grads(q, k, v, do, lse, delta, keys, scale, additive, N_CTX: tl.const
 
 @triton.jit
 def _window_attention_fwd_kernel(
-        Q, K, V, BIAS, MASK, OUT, LSE,
+        Q, K, V, BIAS, MASK, LOGIT_SCALE, OUT, LSE,
         stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
         stride_ob, stride_oh, stride_on, heads, mask_windows, scale,
         N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-        BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr):
+        COSINE: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+        ACC: tl.constexpr):
     """One program per (window b, head h): O[b, h] = softmax(S) V and lse[b, h] = logsumexp(S).
 
     Per query block, an online softmax over key blocks (one block when N <= BLOCK).
-    LSE is contiguous (B_, heads, N).
+    LSE is contiguous (B_, heads, N). COSINE: q and k tiles normalized as loaded,
+    scale = s_h from LOGIT_SCALE (heads,), contiguous.
     """
     pid = tl.program_id(0).to(tl.int64)
     b = pid // heads
     h = pid % heads
-    scale = tl.cast(scale, ACC)  # a Python float reaches here as fp64 under torch.compile
+    scale, through = _head_scale(scale, LOGIT_SCALE, h, COSINE, ACC)
     Q += b * stride_qb + h * stride_qh
     K += b * stride_kb + h * stride_kh
     V += b * stride_vb + h * stride_vh
@@ -151,13 +221,13 @@ def _window_attention_fwd_kernel(
     channels = tl.arange(0, BLOCK_D)
     for query_start in range(0, N_CTX, BLOCK):
         rows = query_start + tl.arange(0, BLOCK)
-        q = _load_tile(Q, stride_qn, rows, channels, N_CTX, HEAD_DIM)
+        q, q_norm = _normalized(_load_tile(Q, stride_qn, rows, channels, N_CTX, HEAD_DIM), COSINE, ACC)
         row_max = tl.full((BLOCK,), float("-inf"), ACC)
         row_sum = tl.zeros((BLOCK,), ACC)
         acc = tl.zeros((BLOCK, BLOCK_D), ACC)
         for key_start in range(0, N_CTX, BLOCK):
             keys = key_start + tl.arange(0, BLOCK)
-            k = _load_tile(K, stride_kn, keys, channels, N_CTX, HEAD_DIM)
+            k, k_norm = _normalized(_load_tile(K, stride_kn, keys, channels, N_CTX, HEAD_DIM), COSINE, ACC)
             v = _load_tile(V, stride_vn, keys, channels, N_CTX, HEAD_DIM)
             additive = _additive(bias_ptr, mask_ptr, rows, keys, N_CTX, HAS_BIAS, HAS_MASK, ACC)
             s = _logits(q, k, keys, scale, additive, N_CTX, PRECISION, ACC)
@@ -175,14 +245,15 @@ def _window_attention_fwd_kernel(
 
 @triton.jit
 def _window_attention_bwd_kernel(
-        Q, K, V, BIAS, MASK, OUT, LSE, DOUT, DQ, DK, DV, DBIAS,
+        Q, K, V, BIAS, MASK, LOGIT_SCALE, OUT, LSE, DOUT, DQ, DK, DV, DBIAS, DLOGIT_SCALE,
         stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
         stride_ob, stride_oh, stride_on, stride_dob, stride_doh, stride_don,
         stride_dqb, stride_dqh, stride_dqn, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
-        stride_dbias_slot, windows, heads, mask_windows, windows_per_program, scale,
+        stride_dbias_slot, stride_dscale_slot, windows, heads, mask_windows, windows_per_program, scale,
         N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-        BIAS_GRAD: tl.constexpr, ATOMIC_DBIAS: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr,
-        PRECISION: tl.constexpr, ACC: tl.constexpr):
+        COSINE: tl.constexpr, BIAS_GRAD: tl.constexpr, ATOMIC_DBIAS: tl.constexpr, SCALE_GRAD: tl.constexpr,
+        ATOMIC_DSCALE: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
+        ACC: tl.constexpr):
     """One program per (group of windows_per_program windows, head h): dQ, dK, dV of each
     window, and the group's share of dbias[h] = sum of dS over its windows.
 
@@ -194,19 +265,31 @@ def _window_attention_bwd_kernel(
     sums dQ; the (N, N) dS sum does not fit in registers, so each tile of dS is
     added in place into the group's own slot (zeroed by the caller, touched by no
     other program: no atomics). DBIAS is ACC-typed (slots, heads, N, N), contiguous.
+
+    COSINE: q and k tiles normalized as loaded, dQ and dK taken through the
+    normalization where they are stored. SCALE_GRAD: the group's dlogit_scale[h] =
+    sum of dS * s_h q^ k^T = sum of q^ . dq^ over its queries (taken from each
+    complete block of dq^, so no (query, key) tile is kept for it), summed in
+    registers, then added atomically into DLOGIT_SCALE slot 0 (ATOMIC_DSCALE,
+    stride_dscale_slot == 0) or stored in the group's slot. DLOGIT_SCALE is
+    ACC-typed (slots, heads), contiguous.
     """
     group = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1).to(tl.int64)
-    scale = tl.cast(scale, ACC)  # a Python float reaches here as fp64 under torch.compile
+    scale, through = _head_scale(scale, LOGIT_SCALE, h, COSINE, ACC)
     SINGLE_TILE: tl.constexpr = N_CTX <= BLOCK
     channels = tl.arange(0, BLOCK_D)
     bias_ptr = BIAS + h * N_CTX * N_CTX
     dbias_ptr = DBIAS + group * stride_dbias_slot + h * N_CTX * N_CTX
     dbias = tl.zeros((BLOCK, BLOCK), ACC)
+    dscale = tl.zeros((BLOCK,), ACC)
     # One tile: the bias is the same for every window, so it is loaded once (which
     # also saves the registers its addresses would hold across the window loop).
+    # COSINE needs those registers for the normalization's chain rule (sm_80
+    # spills otherwise): it reads the bias per window, from L1 / L2.
+    HOLD_BIAS: tl.constexpr = SINGLE_TILE and not COSINE
     bias = tl.zeros((BLOCK, BLOCK), ACC)
-    if SINGLE_TILE and HAS_BIAS:
+    if HOLD_BIAS and HAS_BIAS:
         bias = _load_pairs(bias_ptr, tl.arange(0, BLOCK), tl.arange(0, BLOCK), N_CTX, ACC)
     first = group * windows_per_program
     for b in range(first, tl.minimum(first + windows_per_program, windows)):
@@ -220,7 +303,7 @@ def _window_attention_bwd_kernel(
         mask_ptr = MASK + (b % mask_windows) * N_CTX * N_CTX
         for key_start in range(0, N_CTX, BLOCK):
             keys = key_start + tl.arange(0, BLOCK)
-            k = _load_tile(k_ptr, stride_kn, keys, channels, N_CTX, HEAD_DIM)
+            k, k_norm = _normalized(_load_tile(k_ptr, stride_kn, keys, channels, N_CTX, HEAD_DIM), COSINE, ACC)
             v = _load_tile(v_ptr, stride_vn, keys, channels, N_CTX, HEAD_DIM)
             dk = tl.zeros((BLOCK, BLOCK_D), ACC)
             dv = tl.zeros((BLOCK, BLOCK_D), ACC)
@@ -228,7 +311,8 @@ def _window_attention_bwd_kernel(
                 rows = query_start + tl.arange(0, BLOCK)
                 q, do, lse, delta = _query_block(q_ptr, o_ptr, do_ptr, lse_ptr, stride_qn, stride_on, stride_don,
                                                  rows, channels, N_CTX, HEAD_DIM, ACC)
-                if SINGLE_TILE:
+                q, q_norm = _normalized(q, COSINE, ACC)
+                if HOLD_BIAS:
                     additive = bias
                     if HAS_MASK:
                         additive += _load_pairs(mask_ptr, rows, keys, N_CTX, ACC)
@@ -239,29 +323,37 @@ def _window_attention_bwd_kernel(
                 dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION, out_dtype=ACC)
                 if SINGLE_TILE:
                     dq = tl.dot(ds.to(k.dtype), k, input_precision=PRECISION, out_dtype=ACC) * scale
-                    _store_tile(dq_ptr, stride_dqn, rows, channels, N_CTX, HEAD_DIM, dq)
+                    if SCALE_GRAD:
+                        dscale += _scale_grad_rows(dq, q, ACC)
+                    _store_tile(dq_ptr, stride_dqn, rows, channels, N_CTX, HEAD_DIM,
+                                _through_normalize(dq, q, q_norm, COSINE, ACC))
                     if BIAS_GRAD:
                         dbias += ds
                 elif BIAS_GRAD:
                     partial = _load_tile(dbias_ptr, N_CTX, rows, keys, N_CTX, N_CTX)
                     _store_tile(dbias_ptr, N_CTX, rows, keys, N_CTX, N_CTX, partial + ds)
             _store_tile(DK + b * stride_dkb + h * stride_dkh, stride_dkn, keys, channels, N_CTX, HEAD_DIM,
-                        dk * scale)
+                        _through_normalize(dk * scale, k, k_norm, COSINE, ACC))
             _store_tile(DV + b * stride_dvb + h * stride_dvh, stride_dvn, keys, channels, N_CTX, HEAD_DIM, dv)
         if not SINGLE_TILE:
             for query_start in range(0, N_CTX, BLOCK):
                 rows = query_start + tl.arange(0, BLOCK)
                 q, do, lse, delta = _query_block(q_ptr, o_ptr, do_ptr, lse_ptr, stride_qn, stride_on, stride_don,
                                                  rows, channels, N_CTX, HEAD_DIM, ACC)
+                q, q_norm = _normalized(q, COSINE, ACC)
                 dq = tl.zeros((BLOCK, BLOCK_D), ACC)
                 for key_start in range(0, N_CTX, BLOCK):
                     keys = key_start + tl.arange(0, BLOCK)
-                    k = _load_tile(k_ptr, stride_kn, keys, channels, N_CTX, HEAD_DIM)
+                    k, k_norm = _normalized(_load_tile(k_ptr, stride_kn, keys, channels, N_CTX, HEAD_DIM), COSINE, ACC)
                     v = _load_tile(v_ptr, stride_vn, keys, channels, N_CTX, HEAD_DIM)
                     additive = _additive(bias_ptr, mask_ptr, rows, keys, N_CTX, HAS_BIAS, HAS_MASK, ACC)
-                    _, ds = _score_grads(q, k, v, do, lse, delta, keys, scale, additive, N_CTX, PRECISION, ACC)
+                    p, ds = _score_grads(q, k, v, do, lse, delta, keys, scale, additive, N_CTX, PRECISION, ACC)
                     dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION, out_dtype=ACC)
-                _store_tile(dq_ptr, stride_dqn, rows, channels, N_CTX, HEAD_DIM, dq * scale)
+                dq *= scale
+                if SCALE_GRAD:
+                    dscale += _scale_grad_rows(dq, q, ACC)
+                _store_tile(dq_ptr, stride_dqn, rows, channels, N_CTX, HEAD_DIM,
+                            _through_normalize(dq, q, q_norm, COSINE, ACC))
     if SINGLE_TILE and BIAS_GRAD:
         pairs = tl.arange(0, BLOCK)
         inside = (pairs[:, None] < N_CTX) & (pairs[None, :] < N_CTX)
@@ -270,6 +362,14 @@ def _window_attention_bwd_kernel(
             tl.atomic_add(dbias_ptr + offsets, dbias, mask=inside)
         else:
             tl.store(dbias_ptr + offsets, dbias, mask=inside)
+    if SCALE_GRAD:
+        # d S / d logit_scale[h] = s_h q^ k^T where the clamp passes the gradient, else 0.
+        dscale_total = tl.sum(dscale, 0) * through
+        dscale_ptr = DLOGIT_SCALE + group * stride_dscale_slot + h
+        if ATOMIC_DSCALE:
+            tl.atomic_add(dscale_ptr, dscale_total)
+        else:
+            tl.store(dscale_ptr, dscale_total)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -288,23 +388,35 @@ class TileConfig(NamedTuple):
         return self.n <= self.block
 
 
-def tile_config(n: int, head_dim: int, dtype: torch.dtype) -> TileConfig:
-    """Tiles and launch options for N tokens of head_dim channels (padded to a power of two).
+def tile_config(n: int, head_dim: int, dtype: torch.dtype, arch: int = 90) -> TileConfig:
+    """Tiles and launch options for N tokens of head_dim channels (padded to a power of two)
+    on sm_<arch>.
 
-    One tile, N rounded up to a power of two, when N <= 32, or N <= 64 with rows of at
-    most 64 bytes (Swin's 7x7 and 8x8 windows at head_dim 32 in fp16 / bf16); else
-    32 x 32 tiles (144 tokens pad to 160, not 192). The backward holds several fp32
-    tiles at once (P, dS, the dbias sum, the dK and dV sums) and runs out of registers
-    first: these choices, without software pipelining and at 8 warps for 64 x 64
-    tiles, compile without spills for sm_80 and sm_90 (AOT figures:
-    benchmarks/PREDICTIONS-window-attention.md).
+    One tile, N rounded up to a power of two, when N <= 32, or, on sm_90 and newer,
+    N <= 64 with rows of at most 64 bytes (Swin's 7x7 and 8x8 windows at head_dim 32
+    in fp16 / bf16); else 32 x 32 tiles (144 tokens pad to 160, not 192). The backward
+    holds several fp32 tiles at once (P, dS, the dbias sum, the dK and dV sums) and
+    runs out of registers first: these choices, without software pipelining and at 8
+    warps for 64 x 64 tiles, compile without spills for sm_80 and sm_90 (on sm_80 a
+    64 x 64 backward spilled 16 bytes, hence 32 x 32 tiles there; AOT figures:
+    benchmarks/PREDICTIONS-window-attention.md, `fastswin compile-report`).
     """
     block_n = max(16, triton.next_power_of_2(n))
     block_d = max(16, triton.next_power_of_2(head_dim))
     narrow_rows = block_d * dtype.itemsize <= 64
-    block = block_n if block_n <= 32 or (block_n == 64 and narrow_rows) else 32
-    return TileConfig(n, block=block, block_d=block_d, forward_launch=dict(num_warps=4, num_stages=2),
+    block = block_n if block_n <= 32 or (block_n == 64 and narrow_rows and arch >= 90) else 32
+    # sm_80's ptxas spilled the two-stage forward (12 bytes at N = 64, bf16): one stage there.
+    return TileConfig(n, block=block, block_d=block_d,
+                      forward_launch=dict(num_warps=4, num_stages=2 if arch >= 90 else 1),
                       backward_launch=dict(num_warps=8 if block == 64 else 4, num_stages=1))
+
+
+def device_arch(device: torch.device) -> int:
+    """sm_<arch> of a CUDA device; the interpreter follows sm_90's choices."""
+    if device.type != "cuda":
+        return 90
+    major, minor = torch.cuda.get_device_capability(device)
+    return 10 * major + minor
 
 
 def _accumulator(dtype: torch.dtype) -> Tuple[torch.dtype, "tl.dtype"]:
@@ -339,26 +451,35 @@ def _pairs(x: Optional[torch.Tensor], stand_in: torch.Tensor) -> torch.Tensor:
     return stand_in if x is None else x.contiguous()
 
 
-def _constexprs(cfg: TileConfig, head_dim: int, bias: bool, mask: bool, precision: str, acc) -> dict:
+def _constexprs(cfg: TileConfig, head_dim: int, bias: bool, mask: bool, cosine: bool, precision: str,
+                acc) -> dict:
     """Compile-time arguments shared by both kernels."""
-    return dict(N_CTX=cfg.n, HEAD_DIM=head_dim, HAS_BIAS=bias, HAS_MASK=mask, BLOCK=cfg.block, BLOCK_D=cfg.block_d,
-                PRECISION=precision, ACC=acc)
+    return dict(N_CTX=cfg.n, HEAD_DIM=head_dim, HAS_BIAS=bias, HAS_MASK=mask, COSINE=cosine, BLOCK=cfg.block,
+                BLOCK_D=cfg.block_d, PRECISION=precision, ACC=acc)
 
 
-def _launch_constexprs(q: torch.Tensor, bias, mask) -> dict:
+def _launch_constexprs(q: torch.Tensor, bias, mask, logit_scale) -> dict:
     n, d = q.shape[2:]
-    return _constexprs(tile_config(n, d, q.dtype), d, bias is not None, mask is not None,
+    return _constexprs(tile_config(n, d, q.dtype, device_arch(q.device)), d, bias is not None, mask is not None, logit_scale is not None,
                        _dot_precision(q.dtype, q.device), _accumulator(q.dtype)[1])
+
+
+def _per_head(logit_scale: Optional[torch.Tensor], stand_in: torch.Tensor) -> torch.Tensor:
+    """logit_scale (heads, 1, 1) as the kernels read it, (heads,) contiguous; a stand-in
+    pointer, never read (COSINE off), when absent."""
+    return stand_in if logit_scale is None else logit_scale.reshape(-1).contiguous()
 
 
 def window_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                              bias: Optional[torch.Tensor], mask: Optional[torch.Tensor],
-                             scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+                             scale: float, logit_scale: Optional[torch.Tensor] = None,
+                             ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Launch the forward kernel.
 
     q, k, v: (B_, heads, N, d), any strides with unit last stride; bias (heads, N, N)
     and mask (nW, N, N), any float type (copied if not contiguous), or None. Inputs
-    are assumed valid (see `window_attention`).
+    are assumed valid (see `window_attention`). logit_scale: (heads, 1, 1), any float
+    type, for Swin-V2 cosine attention (scale is then ignored), or None for v1.
 
     Returns out (B_, heads, N, d) (a view of a contiguous (B_, N, heads, d) buffer)
     and lse (B_, heads, N), contiguous, fp32 (fp64 for fp64 inputs).
@@ -369,10 +490,10 @@ def window_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     lse = torch.empty(B_, heads, n, device=q.device, dtype=_accumulator(q.dtype)[0])
     with _device_guard(q.device):
         _window_attention_fwd_kernel[(B_ * heads,)](
-            q, k, v, _pairs(bias, q), _pairs(mask, q), out, lse,
+            q, k, v, _pairs(bias, q), _pairs(mask, q), _per_head(logit_scale, q), out, lse,
             *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
-            heads, 1 if mask is None else mask.shape[0], scale, **_launch_constexprs(q, bias, mask),
-            **tile_config(n, d, q.dtype).forward_launch)
+            heads, 1 if mask is None else mask.shape[0], scale, **_launch_constexprs(q, bias, mask, logit_scale),
+            **tile_config(n, d, q.dtype, device_arch(q.device)).forward_launch)
     return out, lse
 
 
@@ -385,18 +506,22 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
                               out: torch.Tensor, lse: torch.Tensor, bias: Optional[torch.Tensor],
                               mask: Optional[torch.Tensor], scale: float, bias_grad: bool,
                               deterministic: Optional[bool] = None, group_size: Optional[int] = None,
-                              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+                              logit_scale: Optional[torch.Tensor] = None, logit_scale_grad: bool = False,
+                              ) -> tuple:
     """Launch the backward kernel.
 
     grad_out: (B_, heads, N, d), any strides with unit last stride; q, k, v, bias,
-    mask, scale as given to the forward; out and lse (contiguous) as it returned.
-    bias_grad: compute dbias (needs bias). deterministic: sum per-program dbias
-    partials with torch instead of atomics (default:
+    mask, scale, logit_scale as given to the forward; out and lse (contiguous) as it
+    returned. bias_grad: compute dbias (needs bias). logit_scale_grad: compute
+    dlogit_scale (needs logit_scale). deterministic: sum per-program dbias and
+    dlogit_scale partials with torch instead of atomics (default:
     torch.are_deterministic_algorithms_enabled()). group_size: windows per program
     (default: windows_per_program()).
 
     Returns dq, dk, dv (B_, heads, N, d), views of contiguous (B_, N, heads, d)
-    buffers, and dbias (heads, N, N) in bias's dtype, or None without bias_grad.
+    buffers, and dbias (heads, N, N) in bias's dtype, or None without bias_grad;
+    given logit_scale, a fifth item: dlogit_scale in logit_scale's shape and dtype,
+    or None without logit_scale_grad.
     """
     q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
     grad_out, out = _unit_last_stride(grad_out), _unit_last_stride(out)
@@ -405,22 +530,36 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
         deterministic = torch.are_deterministic_algorithms_enabled()
     group_size = group_size or windows_per_program(B_, heads)
     groups = triton.cdiv(B_, group_size)
-    cfg = tile_config(n, d, q.dtype)
+    cfg = tile_config(n, d, q.dtype, device_arch(q.device))
     atomic = bias_grad and cfg.single_tile and not deterministic
     slots = 1 if atomic or not bias_grad else groups
     # Zeroed where the kernel adds into the slots; else every slot is overwritten.
     allocate = torch.zeros if atomic or not cfg.single_tile else torch.empty
     dbias_slots = allocate(slots, heads, n, n, device=q.device, dtype=_accumulator(q.dtype)[0])
+    # dlogit_scale: one scalar per program, added atomically or stored in its slot
+    # (without it, dbias_slots stands in as a pointer never written).
+    scale_grad = logit_scale is not None and logit_scale_grad
+    atomic_dscale = scale_grad and not deterministic
+    dscale_slots = dbias_slots
+    if scale_grad:
+        dscale_slots = (torch.zeros if atomic_dscale else torch.empty)(
+            1 if atomic_dscale else groups, heads, device=q.device, dtype=_accumulator(q.dtype)[0])
     dq, dk, dv = _bshd_empty(q), _bshd_empty(q), _bshd_empty(q)
     with _device_guard(q.device):
         _window_attention_bwd_kernel[(groups, heads)](
-            q, k, v, _pairs(bias, q), _pairs(mask, q), out, lse, grad_out, dq, dk, dv, dbias_slots,
+            q, k, v, _pairs(bias, q), _pairs(mask, q), _per_head(logit_scale, q), out, lse, grad_out,
+            dq, dk, dv, dbias_slots, dscale_slots,
             *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3], *grad_out.stride()[:3],
             *dq.stride()[:3], *dk.stride()[:3], *dv.stride()[:3], 0 if atomic else dbias_slots.stride(0),
+            0 if atomic_dscale else dscale_slots.stride(0),
             B_, heads, 1 if mask is None else mask.shape[0], group_size, scale,
-            BIAS_GRAD=bias_grad, ATOMIC_DBIAS=atomic, **_launch_constexprs(q, bias, mask), **cfg.backward_launch)
+            BIAS_GRAD=bias_grad, ATOMIC_DBIAS=atomic, SCALE_GRAD=scale_grad, ATOMIC_DSCALE=atomic_dscale,
+            **_launch_constexprs(q, bias, mask, logit_scale), **cfg.backward_launch)
     dbias = dbias_slots.sum(0).to(bias.dtype) if bias_grad else None
-    return dq, dk, dv, dbias
+    if logit_scale is None:
+        return dq, dk, dv, dbias
+    dscale = dscale_slots.sum(0).reshape(logit_scale.shape).to(logit_scale.dtype) if scale_grad else None
+    return dq, dk, dv, dbias, dscale
 
 
 class KernelSpec(NamedTuple):
@@ -436,25 +575,30 @@ _TRITON_TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "
 
 
 def kernel_specs(n: int, head_dim: int, dtype: torch.dtype, bias: bool = True, mask: bool = True,
-                 ) -> Tuple[KernelSpec, KernelSpec]:
+                 cosine: bool = False, arch: int = 90) -> Tuple[KernelSpec, KernelSpec]:
     """Forward and backward kernels as launched on a GPU for N tokens, head_dim, dtype
     (fp16, bf16, fp32; bias and mask of that dtype), with atomic dbias, for
-    ahead-of-time compile reports (fastswin.aot)."""
+    ahead-of-time compile reports (fastswin.aot). cosine: the Swin-V2 kernels (fp32
+    logit_scale, atomic dlogit_scale)."""
     from fastswin.aot import signature
 
-    cfg = tile_config(n, head_dim, dtype)
-    common = _constexprs(cfg, head_dim, bias, mask, "tf32" if dtype == torch.float32 else "ieee", tl.float32)
+    cfg = tile_config(n, head_dim, dtype, arch)
+    common = _constexprs(cfg, head_dim, bias, mask, cosine, "tf32" if dtype == torch.float32 else "ieee",
+                         tl.float32)
+    backward = dict(BIAS_GRAD=bias, ATOMIC_DBIAS=cfg.single_tile, SCALE_GRAD=cosine, ATOMIC_DSCALE=cosine)
     specs = []
     for fn, extra, launch in (
             (_window_attention_fwd_kernel, {}, cfg.forward_launch),
-            (_window_attention_bwd_kernel, dict(BIAS_GRAD=bias, ATOMIC_DBIAS=cfg.single_tile), cfg.backward_launch)):
+            (_window_attention_bwd_kernel, backward, cfg.backward_launch)):
         constexprs = {**common, **extra}
-        pointers = {name: "*fp32" if name in ("LSE", "DBIAS") else "*" + _TRITON_TYPES[dtype]
+        fp32 = ("LSE", "DBIAS", "LOGIT_SCALE", "DLOGIT_SCALE")
+        pointers = {name: "*fp32" if name in fp32 else "*" + _TRITON_TYPES[dtype]
                     for name in fn.arg_names if name.isupper() and name not in constexprs}
         # What the JIT sees as 16-divisible in a Swin block (head_dim a multiple of
         # 16): the pointers and the strides of the (.., N, d) tensors.
         aligned = tuple(name for name in fn.arg_names
-                        if name in pointers or (name.startswith("stride_") and name != "stride_dbias_slot"))
+                        if name in pointers or (name.startswith("stride_")
+                                                and name not in ("stride_dbias_slot", "stride_dscale_slot")))
         specs.append(KernelSpec(fn, signature(fn, pointers, constexprs, floats=("scale",)), constexprs,
                                 launch, aligned))
     return tuple(specs)
@@ -508,6 +652,59 @@ def _backward(ctx, grad_out, _grad_lse):
 _attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 
+# Swin-V2 cosine attention: thin ops over the same launchers (and kernels), COSINE on.
+@torch.library.custom_op("fastswin::cosine_window_attention_triton", mutates_args=())
+def _cosine_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, logit_scale: torch.Tensor,
+                         bias: Optional[torch.Tensor], mask: Optional[torch.Tensor],
+                         ) -> Tuple[torch.Tensor, torch.Tensor]:
+    return window_attention_forward(q, k, v, bias, mask, 1.0, logit_scale)
+
+
+@_cosine_attention_op.register_fake
+def _(q, k, v, logit_scale, bias, mask):
+    B_, heads, n, _ = q.shape
+    return _bshd_empty(q), q.new_empty(B_, heads, n, dtype=_accumulator(q.dtype)[0])
+
+
+@torch.library.custom_op("fastswin::cosine_window_attention_triton_backward", mutates_args=())
+def _cosine_attention_backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                  out: torch.Tensor, lse: torch.Tensor, logit_scale: torch.Tensor,
+                                  bias: Optional[torch.Tensor], mask: Optional[torch.Tensor], bias_grad: bool,
+                                  logit_scale_grad: bool,
+                                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv, dbias, dscale = window_attention_backward(
+        grad_out, q, k, v, out, lse, bias, mask, 1.0, bias_grad, logit_scale=logit_scale,
+        logit_scale_grad=logit_scale_grad)
+    # Empty tensors stand for "no dbias" / "no dlogit_scale".
+    return dq, dk, dv, dbias if bias_grad else q.new_empty(0), dscale if logit_scale_grad else q.new_empty(0)
+
+
+@_cosine_attention_backward_op.register_fake
+def _(grad_out, q, k, v, out, lse, logit_scale, bias, mask, bias_grad, logit_scale_grad):
+    dbias = bias.new_empty(bias.shape) if bias_grad else q.new_empty(0)
+    dscale = logit_scale.new_empty(logit_scale.shape) if logit_scale_grad else q.new_empty(0)
+    return _bshd_empty(q), _bshd_empty(q), _bshd_empty(q), dbias, dscale
+
+
+def _cosine_setup_context(ctx, inputs, output):
+    q, k, v, logit_scale, bias, mask = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, logit_scale, bias, mask, out, lse)
+    ctx.mark_non_differentiable(lse)
+
+
+def _cosine_backward(ctx, grad_out, _grad_lse):
+    q, k, v, logit_scale, bias, mask, out, lse = ctx.saved_tensors
+    bias_grad = bias is not None and ctx.needs_input_grad[4]
+    scale_grad = ctx.needs_input_grad[3]
+    dq, dk, dv, dbias, dscale = _cosine_attention_backward_op(grad_out, q, k, v, out, lse, logit_scale, bias, mask,
+                                                              bias_grad, scale_grad)
+    return dq, dk, dv, dscale if scale_grad else None, dbias if bias_grad else None, None
+
+
+_cosine_attention_op.register_autograd(_cosine_backward, setup_context=_cosine_setup_context)
+
+
 # ----------------------------------------------------------------------------- public op
 
 
@@ -551,40 +748,92 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Op
     return _attention_op(q, k, v, bias, mask, scale)[0]
 
 
+def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, logit_scale: torch.Tensor,
+                            bias: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None, *,
+                            backend: Optional[str] = None) -> torch.Tensor:
+    """Swin-V2 scaled cosine window attention, per window and head:
+    softmax(cos(q_i, k_j) * exp(min(logit_scale[h], log 100)) + bias + mask[b % nW]) v.
+
+    Args:
+        q, k, v: (B_, heads, N, d), as for `window_attention` (strided views read in
+            place). q and k are L2-normalized inside the kernels exactly as
+            F.normalize(dim=-1) does (x / max(||x||, 1e-12)); no normalized copies.
+        logit_scale: (heads, 1, 1), the raw (log-space) parameter, any float dtype,
+            differentiable; its gradient is 0 where the clamp at log 100 is active,
+            at exactly log 100 (rounded to the kernel's fp32) too, as torch.clamp's.
+            The Triton kernels read it in fp32 (fp64 for fp64 inputs).
+        bias: (heads, N, N) additive bias (Swin-V2: 16 * sigmoid(cpb_mlp(...))), any
+            float dtype, differentiable, or None.
+        mask: (nW, N, N) additive shift mask, not differentiable, or None; window b
+            uses mask[b % nW].
+        backend: "auto" (default: $FASTSWIN_BACKEND or auto), "triton" or "reference";
+            the Triton kernels take what `window_attention`'s do.
+
+    Returns:
+        (B_, heads, N, d) in q's dtype; from the Triton backend a view of a
+        contiguous (B_, N, heads, d) buffer.
+
+    The Triton backward reduces dbias and dlogit_scale inside each program (a group
+    of windows of one head) and adds them with one atomic per program, or, under
+    torch.use_deterministic_algorithms(True), sums per-program partials in a fixed
+    order.
+    """
+    _check_inputs(q, k, v, bias, mask, "cosine_window_attention")
+    heads = q.shape[1]
+    if (not isinstance(logit_scale, torch.Tensor) or tuple(logit_scale.shape) != (heads, 1, 1)
+            or not logit_scale.dtype.is_floating_point):
+        got = (f"{logit_scale.dtype} {tuple(logit_scale.shape)}" if isinstance(logit_scale, torch.Tensor)
+               else type(logit_scale).__name__)
+        raise ValueError(f"fastswin.cosine_window_attention: logit_scale must be a float (heads, 1, 1) = "
+                         f"{(heads, 1, 1)} tensor, got {got}")
+    if logit_scale.device != q.device:
+        raise ValueError(f"fastswin.cosine_window_attention: all tensors must be on one device, got "
+                         f"q on {q.device}, logit_scale on {logit_scale.device}")
+    forced = requested_backend(backend) == "triton"
+    name = select_backend("cosine_window_attention", backend, [
+        ("triton", lambda: _triton_reason(q, bias, mask, forced)),
+        ("reference", lambda: None),
+    ])
+    if name == "reference":
+        return reference.cosine_window_attention(q, k, v, logit_scale.to(q.dtype), _as_dtype(bias, q.dtype),
+                                                 _as_dtype(mask, q.dtype))
+    return _cosine_attention_op(q, k, v, logit_scale, bias, mask)[0]
+
+
 def _as_dtype(x: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
     return None if x is None else x.to(dtype)
 
 
-def _check_inputs(q, k, v, bias, mask) -> None:
+def _check_inputs(q, k, v, bias, mask, op: str = "window_attention") -> None:
     """ValueError for inputs no backend can run."""
     if q.dim() != 4:
-        raise ValueError(f"fastswin.window_attention: q must be (B_, heads, N, d), got shape {tuple(q.shape)}")
+        raise ValueError(f"fastswin.{op}: q must be (B_, heads, N, d), got shape {tuple(q.shape)}")
     if k.shape != q.shape or v.shape != q.shape:
-        raise ValueError(f"fastswin.window_attention: q, k, v must have one shape, got {tuple(q.shape)}, "
+        raise ValueError(f"fastswin.{op}: q, k, v must have one shape, got {tuple(q.shape)}, "
                          f"{tuple(k.shape)}, {tuple(v.shape)}")
     if not q.dtype.is_floating_point or k.dtype != q.dtype or v.dtype != q.dtype:
-        raise ValueError(f"fastswin.window_attention: q, k, v must share one float dtype, got {q.dtype}, "
+        raise ValueError(f"fastswin.{op}: q, k, v must share one float dtype, got {q.dtype}, "
                          f"{k.dtype}, {v.dtype}")
     B_, heads, n, _ = q.shape
     named = {"q": q, "k": k, "v": v, "bias": bias, "mask": mask}
     devices = {name: t.device for name, t in named.items() if t is not None}
     if len(set(devices.values())) > 1:
-        raise ValueError(f"fastswin.window_attention: all tensors must be on one device, got {devices}")
+        raise ValueError(f"fastswin.{op}: all tensors must be on one device, got {devices}")
     if bias is not None and (tuple(bias.shape) != (heads, n, n) or not bias.dtype.is_floating_point):
-        raise ValueError(f"fastswin.window_attention: bias must be a float (heads, N, N) = {(heads, n, n)} "
+        raise ValueError(f"fastswin.{op}: bias must be a float (heads, N, N) = {(heads, n, n)} "
                          f"tensor, got {bias.dtype} {tuple(bias.shape)}")
     if mask is not None:
         if mask.dim() != 3 or tuple(mask.shape[1:]) != (n, n) or not mask.dtype.is_floating_point:
-            raise ValueError(f"fastswin.window_attention: mask must be a float (nW, N, N) tensor with N = {n}, "
+            raise ValueError(f"fastswin.{op}: mask must be a float (nW, N, N) tensor with N = {n}, "
                              f"got {mask.dtype} {tuple(mask.shape)}")
         if mask.shape[0] == 0 or B_ % mask.shape[0]:
-            raise ValueError(f"fastswin.window_attention: B_ = {B_} windows is not a multiple of the mask's "
+            raise ValueError(f"fastswin.{op}: B_ = {B_} windows is not a multiple of the mask's "
                              f"nW = {mask.shape[0]}")
 
 
 def _triton_reason(q: torch.Tensor, bias, mask, forced: bool) -> Optional[str]:
     """Why the Triton kernels cannot run these (valid) inputs, or None."""
-    reason = triton_reason(q.device, forced)
+    reason = triton_reason(q.device, forced, q.dtype)
     if reason is not None:
         return reason
     n, d = q.shape[-2:]
