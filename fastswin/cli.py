@@ -55,13 +55,17 @@ def cmd_compile_report(args) -> int:
     shapes = compile_report.SWIN_ATTENTION_SHAPES[:1] if args.quick else compile_report.SWIN_ATTENTION_SHAPES
     rows = compile_report.extension_rows(archs) + compile_report.triton_rows(archs, shapes)
     print(compile_report.format_rows(rows))
-    spilled = [r for r in rows if r.spills]
+    spilled = [r for r in rows if r.new_spill]
+    known = [r for r in rows if r.spills and not r.new_spill]
     missing_tc = [r for r in rows if r.tensor_cores is False]
     for r in spilled:
         print(f"SPILL {r.kernel} [{r.config}] sm_{r.arch}: local {r.local} B, stack {r.stack} B")
+    for r in known:
+        print(f"known spill {r.kernel} [{r.config}] sm_{r.arch}: stack {r.stack} B (bound {r.known_spill} B)")
     for r in missing_tc:
         print(f"NO TENSOR CORES {r.kernel} [{r.config}] sm_{r.arch}")
-    print(f"{len(rows)} kernels, {len(spilled)} spilling, {len(missing_tc)} without tensor-core instructions")
+    print(f"{len(rows)} kernels, {len(spilled)} spilling, {len(known)} known spills, "
+          f"{len(missing_tc)} without tensor-core instructions")
     return 1 if spilled else 0
 
 

@@ -106,7 +106,7 @@ def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     with q and k normalized as F.normalize(dim=-1) does. logit_scale: (heads, 1, 1).
     """
     attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
-    attn = attn * torch.clamp(logit_scale, max=LOGIT_SCALE_MAX).exp()
+    attn = attn * torch.clamp(logit_scale, max=LOGIT_SCALE_MAX).exp().to(attn.dtype)
     attn = _add_bias_and_mask(attn, bias, mask)
     return attn.softmax(dim=-1) @ v
 

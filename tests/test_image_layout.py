@@ -6,7 +6,7 @@ import triton
 import triton.language as tl
 
 from fastswin import reference
-from fastswin.ops.image_layout import token_pixels, token_pixels_reference
+from fastswin.ops.image_layout import token_pixels, token_pixels_reference, token_regions
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -17,8 +17,9 @@ def _token_pixels_kernel(out_h, out_w, out_inside, out_region, height, width, wi
                          TIMM_ORDER: tl.constexpr):
     window = tl.program_id(0)
     tokens = tl.arange(0, BLOCK)
-    h, w, inside, region = token_pixels(window, tokens, height, width, windows_w, shift_h, shift_w,
-                                        WIN_H, WIN_W, TIMM_ORDER)
+    h, w, inside = token_pixels(window, tokens, height, width, windows_w, shift_h, shift_w, WIN_H, WIN_W,
+                                TIMM_ORDER)
+    region = token_regions(window, tokens, height, width, windows_w, shift_h, shift_w, WIN_H, WIN_W)
     keep = tokens < N
     offsets = window * N + tokens
     tl.store(out_h + offsets, h, mask=keep)

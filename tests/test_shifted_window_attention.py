@@ -102,3 +102,129 @@ def test_mask_first_built_under_inference_mode_serves_training(device):
     leaf = qkv.clone().requires_grad_()
     ops.shifted_window_attention(leaf, 2, 5, 2).sum().backward()
     assert torch.isfinite(leaf.grad).all()
+
+
+# ----------------------------------------------------------------------------- the fused image-layout kernels
+# The Triton backend, run in the interpreter on CPU tensors (forced), against the float64
+# reference composition; a result passes when its error is no worse than twice the
+# reference's own at the same precision (test_window_attention's rule).
+
+from test_window_attention import assert_close_to_reference  # noqa: E402
+
+from fastswin import BackendError  # noqa: E402
+
+# (B, H, W, C, heads, window, shift); head_dim 16 (C = 32, 2 heads) or 32.
+IMAGE_CASES = [
+    (2, 14, 14, 32, 2, (7, 7), (3, 3)),    # divisible
+    (1, 13, 17, 32, 2, (7, 7), (3, 3)),    # padded both ways
+    (2, 9, 10, 32, 2, (4, 5), (2, 1)),     # non-square window, non-uniform shift, padded
+    (1, 5, 12, 32, 1, (7, 4), (3, 2)),     # window taller than the map: no shift along H
+    (1, 8, 8, 32, 2, (4, 4), (0, 0)),      # no shift
+    (1, 6, 7, 32, 1, (7, 7), (3, 3)),      # one window covers the map: shift off
+    (1, 13, 24, 32, 1, (12, 12), (6, 6)),  # N = 144: the multi-tile kernels
+]
+ORDERS = [("torchvision", True), ("timm", True), ("timm", False)]  # (order, with qkv_bias)
+
+
+def image_inputs(case, dtype, v2, with_qkv_bias, seed=60):
+    B, H, W, C, heads, window, _ = case
+    N = window[0] * window[1]
+    qkv = random_tensor((B, H, W, 3 * C), dtype, "cpu", seed)
+    bias = random_tensor((heads, N, N), dtype, "cpu", seed + 1)
+    # One head above the clamp (log 100) on the v2 runs.
+    logit_scale = torch.tensor([5.0, 1.3][:heads], dtype=torch.float32).view(heads, 1, 1) if v2 else None
+    qkv_bias = random_tensor((3 * C,), dtype, "cpu", seed + 2) if with_qkv_bias else None
+    return [qkv, bias, logit_scale, qkv_bias]
+
+
+def run_image_attention(inputs, case, order, grad, backend):
+    """Output and the gradients of every input given (None where an input is None)."""
+    _, _, _, _, heads, window, shift = case
+    leaves = [None if t is None else t.detach().clone().requires_grad_() for t in inputs]
+    out = ops.shifted_window_attention(leaves[0], heads, window, shift, leaves[1], logit_scale=leaves[2],
+                                       qkv_bias=leaves[3], order=order, backend=backend)
+    given = [t for t in leaves if t is not None]
+    grads = iter(torch.autograd.grad(out, given, grad.to(out.dtype)))
+    return out.detach(), [None if t is None else next(grads) for t in leaves]
+
+
+def image_case_ids(case):
+    B, H, W, C, heads, window, shift = case
+    return f"{B}x{H}x{W}x{C}-h{heads}-w{window[0]}x{window[1]}-s{shift[0]}x{shift[1]}"
+
+
+@pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
+@pytest.mark.parametrize("order, with_qkv_bias", ORDERS, ids=[f"{o}-qkvbias{int(b)}" for o, b in ORDERS])
+@pytest.mark.parametrize("case", IMAGE_CASES, ids=image_case_ids)
+def test_triton_image_layout_matches_reference(case, order, with_qkv_bias, v2, poisoned_outputs):
+    check_image_layout(case, order, with_qkv_bias, v2, torch.float32)
+
+
+@pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
+@pytest.mark.parametrize("case", IMAGE_CASES[:4], ids=image_case_ids)
+def test_triton_image_layout_fp16(case, v2, poisoned_outputs):
+    check_image_layout(case, "torchvision", True, v2, torch.float16)
+
+
+def check_image_layout(case, order, with_qkv_bias, v2, dtype):
+    inputs = image_inputs(case, dtype, v2, with_qkv_bias)
+    B, H, W, C = case[:4]
+    grad = random_tensor((B, H, W, C), torch.float64, "cpu", 70)
+    got_out, got_grads = run_image_attention(inputs, case, order, grad, "triton")
+    same_out, same_grads = run_image_attention(inputs, case, order, grad, "reference")
+    exact_out, exact_grads = run_image_attention([None if t is None else t.double() for t in inputs], case, order,
+                                                 grad, "reference")
+    assert_close_to_reference("out", got_out, same_out, exact_out, dtype)
+    names = ["dqkv", "dbias", "dlogit_scale", "dqkv_bias"]
+    for name, got, same, exact in zip(names, got_grads, same_grads, exact_grads):
+        if exact is None:
+            continue
+        if name == "dlogit_scale":  # a sum of many cancelling terms: compare to its scale
+            assert got[0].item() == 0.0, "a head above the clamp gets no gradient"
+            torch.testing.assert_close(got.double(), exact, rtol=1e-3, atol=1e-3 * exact.abs().max().item())
+        elif name == "dqkv_bias" and exact.abs().max() == 0:  # no padding: no gradient
+            assert torch.equal(got, torch.zeros_like(got))
+        else:
+            assert_close_to_reference(name, got, same, exact, dtype)
+
+
+def test_triton_image_layout_deterministic_equals_atomic():
+    case = IMAGE_CASES[1]
+    inputs = image_inputs(case, torch.float32, v2=True, with_qkv_bias=True)
+    grad = random_tensor(case[:3] + (case[3],), torch.float64, "cpu", 71)
+    _, atomic = run_image_attention(inputs, case, "torchvision", grad, "triton")
+    torch.use_deterministic_algorithms(True)
+    try:
+        _, deterministic = run_image_attention(inputs, case, "torchvision", grad, "triton")
+    finally:
+        torch.use_deterministic_algorithms(False)
+    for a, d in zip(atomic, deterministic):
+        torch.testing.assert_close(a, d, rtol=1e-6, atol=1e-6)
+
+
+def test_triton_image_layout_gradcheck():
+    case = (1, 5, 6, 32, 2, (4, 4), (2, 1))
+    inputs = [t.double().requires_grad_() for t in image_inputs(case, torch.float64, v2=False, with_qkv_bias=True)
+              if t is not None]
+    qkv, bias, qkv_bias = inputs
+
+    def f(qkv, bias, qkv_bias):
+        # scale head_dim ** -0.5 = 0.25: exact in the kernel's fp32 scale argument.
+        return ops.shifted_window_attention(qkv, 2, (4, 4), (2, 1), bias, qkv_bias=qkv_bias, backend="triton")
+
+    assert torch.autograd.gradcheck(f, (qkv, bias, qkv_bias), fast_mode=True)
+
+
+def test_triton_image_layout_opcheck():
+    case = IMAGE_CASES[2]
+    qkv, bias, _, qkv_bias = image_inputs(case, torch.float32, v2=False, with_qkv_bias=True)
+    args = (qkv.requires_grad_(), bias.requires_grad_(), None, qkv_bias.requires_grad_(), 2, [4, 5], [2, 1], True)
+    torch.library.opcheck(torch.ops.fastswin.shifted_window_attention_triton.default, args)
+
+
+def test_triton_image_layout_says_why_it_cannot_run():
+    qkv = torch.randn(1, 7, 7, 3 * 16)
+    with pytest.raises(BackendError, match="head_dim 8"):
+        ops.shifted_window_attention(qkv, 2, 7, 3, backend="triton")
+    with pytest.raises(BackendError, match="bf16"):
+        ops.shifted_window_attention(qkv.bfloat16(), 1, 7, 3, backend="triton")

@@ -17,14 +17,14 @@ that of p in the padded map, per dimension 0 for p < P - win, 1 for
 p < P - shift, 2 beyond, as torchvision and timm build their masks; a
 dimension without shift is one region.
 
-`token_pixels` is the Triton form; `token_pixels_reference` the PyTorch one the
-tests compare it with.
+The kernels take 0 <= shift < window (Swin's shifts), so every wrap-around is one
+subtraction. `token_pixels` is the Triton form; `token_pixels_reference` the
+PyTorch one the tests compare it with.
 """
 import torch
-import triton
-import triton.language as tl
 
 from fastswin import reference
+from fastswin.ops._triton import tl, triton
 
 
 @triton.jit
@@ -35,27 +35,49 @@ def _region(p, padded, win: tl.constexpr, shift):
 
 
 @triton.jit
+def _wrap(p, size):
+    """p mod size for 0 <= p < 2 size: a subtraction, not a vector division."""
+    return tl.where(p >= size, p - size, p)
+
+
+@triton.jit
+def _rolled_position(window, tokens, windows_w, WIN_H: tl.constexpr, WIN_W: tl.constexpr):
+    """(p_h, p_w): the tokens' positions in the rolled, padded map."""
+    return (window // windows_w) * WIN_H + tokens // WIN_W, (window % windows_w) * WIN_W + tokens % WIN_W
+
+
+@triton.jit
 def token_pixels(window, tokens, height, width, windows_w, shift_h, shift_w,
                  WIN_H: tl.constexpr, WIN_W: tl.constexpr, TIMM_ORDER: tl.constexpr):
     """For tokens (a block of token indices) of `window` (its index within the image):
-    the pixel (h, w) each reads in the un-padded map, whether it is a real pixel (not
-    padding; h and w are then in range but unused), and its shift-mask region id."""
+    the pixel (h, w) each reads in the un-padded map and whether it is a real pixel (not
+    padding; h and w are then in range but unused)."""
     padded_h = tl.cdiv(height, WIN_H) * WIN_H
     padded_w = tl.cdiv(width, WIN_W) * WIN_W
-    p_h = (window // windows_w) * WIN_H + tokens // WIN_W
-    p_w = (window % windows_w) * WIN_W + tokens % WIN_W
+    p_h, p_w = _rolled_position(window, tokens, windows_w, WIN_H, WIN_W)
     if TIMM_ORDER:
         inside = (p_h < height) & (p_w < width)
-        h = (p_h + shift_h) % height
-        w = (p_w + shift_w) % width
+        h = _wrap(p_h + shift_h, height)
+        w = _wrap(p_w + shift_w, width)
     else:
-        h = (p_h + shift_h) % padded_h
-        w = (p_w + shift_w) % padded_w
+        h = _wrap(p_h + shift_h, padded_h)
+        w = _wrap(p_w + shift_w, padded_w)
         inside = (h < height) & (w < width)
         h = tl.where(inside, h, 0)
         w = tl.where(inside, w, 0)
-    region = _region(p_h, padded_h, WIN_H, shift_h) * 3 + _region(p_w, padded_w, WIN_W, shift_w)
-    return h, w, inside, region
+    return h, w, inside
+
+
+@triton.jit
+def token_regions(window, tokens, height, width, windows_w, shift_h, shift_w,
+                  WIN_H: tl.constexpr, WIN_W: tl.constexpr):
+    """Shift-mask region ids of tokens of `window` (the same in both orders). Kept apart
+    from token_pixels so that kernels compute them where the mask is added, in that
+    tile's layout, rather than carry them from the loads."""
+    p_h, p_w = _rolled_position(window, tokens, windows_w, WIN_H, WIN_W)
+    padded_h = tl.cdiv(height, WIN_H) * WIN_H
+    padded_w = tl.cdiv(width, WIN_W) * WIN_W
+    return _region(p_h, padded_h, WIN_H, shift_h) * 3 + _region(p_w, padded_w, WIN_W, shift_w)
 
 
 def token_pixels_reference(height: int, width: int, window_size, shift_size, order: str):

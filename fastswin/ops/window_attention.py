@@ -48,23 +48,16 @@ launchers) with fake and autograd implementations, and the public
 `window_attention` and `cosine_window_attention`.
 """
 import contextlib
-from types import SimpleNamespace
+import math
 from typing import NamedTuple, Optional, Tuple
 
 import torch
 
-try:
-    import triton
-    import triton.language as tl
-except ImportError:
-    # Triton is optional: stand-ins let the kernels below be defined (never run), so
-    # that the module imports and the reference backend works; the Triton backend's
-    # check (fastswin.backends.triton_reason) says Triton is missing.
-    triton = SimpleNamespace(jit=lambda fn: fn)
-    tl = SimpleNamespace(constexpr=None)
 
 from fastswin import reference
 from fastswin.backends import requested_backend, select_backend, triton_reason
+from fastswin.ops._triton import tl, triton
+from fastswin.ops.image_layout import token_pixels, token_regions
 
 MAX_TOKENS = 256
 HEAD_DIM_RANGE = (16, 128)
@@ -93,6 +86,58 @@ def _store_tile(ptr, stride_row, rows, cols, n_rows: tl.constexpr, n_cols: tl.co
 
 
 @triton.jit
+def _tokens(window, tokens, height, width, windows_w, shift_h, shift_w, N_CTX: tl.constexpr,
+            IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr, TIMM_ORDER: tl.constexpr):
+    """Where a block of a window's tokens lives: (row index in its tensor, whether the row
+    is real).
+
+    Window layout: rows of the (B_, heads, N, d) tensors, real inside the window. IMAGE:
+    rows of the (B, heads, H * W, d) view of the un-partitioned map, real unless padding
+    (fastswin.ops.image_layout)."""
+    in_window = tokens < N_CTX
+    if IMAGE:
+        h, w, inside = token_pixels(window, tokens, height, width, windows_w, shift_h, shift_w,
+                                    WIN_H, WIN_W, TIMM_ORDER)
+        return h * width + w, in_window & inside
+    else:
+        return tokens, in_window
+
+
+@triton.jit
+def _load_rows(ptr, stride_row, index, real, cols, n_cols: tl.constexpr):
+    """ptr[index, cols] for real rows, zero elsewhere and past n_cols."""
+    inside = real[:, None] & (cols[None, :] < n_cols)
+    return tl.load(ptr + index[:, None] * stride_row + cols[None, :], mask=inside, other=0.0)
+
+
+@triton.jit
+def _store_rows(ptr, stride_row, index, real, cols, n_cols: tl.constexpr, value):
+    """ptr[index, cols] = value (cast to ptr's type) for real rows."""
+    inside = real[:, None] & (cols[None, :] < n_cols)
+    tl.store(ptr + index[:, None] * stride_row + cols[None, :], value.to(ptr.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _load_filled(ptr, stride_row, index, real, tokens, fill_ptr, cols, N_CTX: tl.constexpr,
+                 HEAD_DIM: tl.constexpr, HAS_FILL: tl.constexpr):
+    """Rows of k or v: real rows from ptr, padding tokens of the window from fill_ptr
+    (the qkv Linear's output for a zero token: its bias), or zero without HAS_FILL."""
+    x = _load_rows(ptr, stride_row, index, real, cols, HEAD_DIM)
+    if HAS_FILL:
+        padding = (tokens < N_CTX) & (real == 0)
+        fill = tl.load(fill_ptr + cols, mask=cols < HEAD_DIM, other=0.0)
+        x = tl.where(padding[:, None], fill[None, :].to(x.dtype), x)
+    return x
+
+
+@triton.jit
+def _padding_sum(x, real, tokens, N_CTX: tl.constexpr):
+    """Column sums of x over the window's padding tokens: their share of d(qkv_bias)."""
+    padding = (tokens < N_CTX) & (real == 0)
+    return tl.sum(tl.where(padding[:, None], x, 0.0), 0)
+
+
+@triton.jit
 def _load_pairs(ptr, rows, keys, N_CTX: tl.constexpr, ACC: tl.constexpr):
     """ptr[rows, keys] of a contiguous (N, N) bias or mask as ACC, zero outside the window.
 
@@ -102,15 +147,30 @@ def _load_pairs(ptr, rows, keys, N_CTX: tl.constexpr, ACC: tl.constexpr):
 
 
 @triton.jit
-def _additive(bias_ptr, mask_ptr, rows, keys, N_CTX: tl.constexpr, HAS_BIAS: tl.constexpr,
-              HAS_MASK: tl.constexpr, ACC: tl.constexpr):
+def _mask(mask_ptr, rows, keys, window, height, width, windows_w, shift_h, shift_w, N_CTX: tl.constexpr,
+          IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr, ACC: tl.constexpr):
+    """The shift mask on one (query, key) tile: this window's (N, N) mask tensor, or
+    (IMAGE) -100 between tokens of different regions, computed here in the tile's layout."""
+    if IMAGE:
+        row_region = token_regions(window, rows, height, width, windows_w, shift_h, shift_w, WIN_H, WIN_W)
+        key_region = token_regions(window, keys, height, width, windows_w, shift_h, shift_w, WIN_H, WIN_W)
+        return tl.where(row_region[:, None] != key_region[None, :], -100.0, 0.0).to(ACC)
+    else:
+        return _load_pairs(mask_ptr, rows, keys, N_CTX, ACC)
+
+
+@triton.jit
+def _additive(bias_ptr, mask_ptr, rows, keys, window, height, width, windows_w, shift_h, shift_w,
+              N_CTX: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, IMAGE: tl.constexpr,
+              WIN_H: tl.constexpr, WIN_W: tl.constexpr, ACC: tl.constexpr):
     """bias + mask on one (query, key) tile; bias_ptr and mask_ptr point at this head's
     bias and this window's mask."""
     additive = tl.zeros((rows.shape[0], keys.shape[0]), ACC)
     if HAS_BIAS:
         additive += _load_pairs(bias_ptr, rows, keys, N_CTX, ACC)
     if HAS_MASK:
-        additive += _load_pairs(mask_ptr, rows, keys, N_CTX, ACC)
+        additive += _mask(mask_ptr, rows, keys, window, height, width, windows_w, shift_h, shift_w,
+                          N_CTX, IMAGE, WIN_H, WIN_W, ACC)
     return additive
 
 
@@ -174,12 +234,14 @@ def _logits(q, k, keys, scale, additive, N_CTX: tl.constexpr, PRECISION: tl.cons
 
 
 @triton.jit
-def _query_block(Q, O, DO, LSE, stride_qn, stride_on, stride_don, rows, channels,
+def _query_block(Q, O, DO, LSE, stride_qn, stride_on, stride_don, rows, index, real, channels,
                  N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, ACC: tl.constexpr):
-    """What the backward needs of a block of queries: q, dO, lse and D = rowsum(dO * O)."""
-    q = _load_tile(Q, stride_qn, rows, channels, N_CTX, HEAD_DIM)
-    do = _load_tile(DO, stride_don, rows, channels, N_CTX, HEAD_DIM)
-    o = _load_tile(O, stride_on, rows, channels, N_CTX, HEAD_DIM)
+    """What the backward needs of a block of queries: q, dO, lse and D = rowsum(dO * O).
+
+    Padding queries (not real) read zeros: with dO = 0 they pass no gradient."""
+    q = _load_rows(Q, stride_qn, index, real, channels, HEAD_DIM)
+    do = _load_rows(DO, stride_don, index, real, channels, HEAD_DIM)
+    o = _load_rows(O, stride_on, index, real, channels, HEAD_DIM)
     lse = tl.load(LSE + rows, mask=rows < N_CTX, other=0.0).to(ACC)
     return q, do, lse, tl.sum(do.to(ACC) * o.to(ACC), 1)
 
@@ -195,41 +257,60 @@ def _score_grads(q, k, v, do, lse, delta, keys, scale, additive, N_CTX: tl.const
 
 @triton.jit
 def _window_attention_fwd_kernel(
-        Q, K, V, BIAS, MASK, LOGIT_SCALE, OUT, LSE,
+        Q, K, V, BIAS, MASK, LOGIT_SCALE, FILL, OUT, LSE,
         stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
         stride_ob, stride_oh, stride_on, heads, mask_windows, scale,
+        height, width, windows_w, windows_per_image, shift_h, shift_w, channels_per_part,
         N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
         COSINE: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
-        ACC: tl.constexpr):
+        ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
+        TIMM_ORDER: tl.constexpr, HAS_FILL: tl.constexpr):
     """One program per (window b, head h): O[b, h] = softmax(S) V and lse[b, h] = logsumexp(S).
 
     Per query block, an online softmax over key blocks (one block when N <= BLOCK).
     LSE is contiguous (B_, heads, N). COSINE: q and k tiles normalized as loaded,
     scale = s_h from LOGIT_SCALE (heads,), contiguous.
+
+    IMAGE: Q, K, V, OUT are (B, heads, H * W, d) views of the un-partitioned maps and
+    window b is window b % windows_per_image of image b // windows_per_image: rows are
+    read from and written to their pixels (_tokens), padding keys and values read FILL
+    (the qkv bias: k at channels_per_part + h * d, v at twice that), the mask comes
+    from the tokens' regions (HAS_MASK) and padding queries are not written.
     """
     pid = tl.program_id(0).to(tl.int64)
     b = pid // heads
     h = pid % heads
     scale, through = _head_scale(scale, LOGIT_SCALE, h, COSINE, ACC)
-    Q += b * stride_qb + h * stride_qh
-    K += b * stride_kb + h * stride_kh
-    V += b * stride_vb + h * stride_vh
-    OUT += b * stride_ob + h * stride_oh
+    image = b // windows_per_image if IMAGE else b
+    window = b % windows_per_image
+    Q += image * stride_qb + h * stride_qh
+    K += image * stride_kb + h * stride_kh
+    V += image * stride_vb + h * stride_vh
+    OUT += image * stride_ob + h * stride_oh
     LSE += pid * N_CTX
+    k_fill = FILL + channels_per_part + h * HEAD_DIM
+    v_fill = k_fill + channels_per_part
     bias_ptr = BIAS + h * N_CTX * N_CTX
     mask_ptr = MASK + (b % mask_windows) * N_CTX * N_CTX
     channels = tl.arange(0, BLOCK_D)
     for query_start in range(0, N_CTX, BLOCK):
         rows = query_start + tl.arange(0, BLOCK)
-        q, q_norm = _normalized(_load_tile(Q, stride_qn, rows, channels, N_CTX, HEAD_DIM), COSINE, ACC)
+        q_index, q_real = _tokens(window, rows, height, width, windows_w, shift_h, shift_w, N_CTX,
+                                    IMAGE, WIN_H, WIN_W, TIMM_ORDER)
+        # Padding queries' outputs are never written, so they need no fill.
+        q, q_norm = _normalized(_load_rows(Q, stride_qn, q_index, q_real, channels, HEAD_DIM), COSINE, ACC)
         row_max = tl.full((BLOCK,), float("-inf"), ACC)
         row_sum = tl.zeros((BLOCK,), ACC)
         acc = tl.zeros((BLOCK, BLOCK_D), ACC)
         for key_start in range(0, N_CTX, BLOCK):
             keys = key_start + tl.arange(0, BLOCK)
-            k, k_norm = _normalized(_load_tile(K, stride_kn, keys, channels, N_CTX, HEAD_DIM), COSINE, ACC)
-            v = _load_tile(V, stride_vn, keys, channels, N_CTX, HEAD_DIM)
-            additive = _additive(bias_ptr, mask_ptr, rows, keys, N_CTX, HAS_BIAS, HAS_MASK, ACC)
+            k_index, k_real = _tokens(window, keys, height, width, windows_w, shift_h, shift_w, N_CTX,
+                                        IMAGE, WIN_H, WIN_W, TIMM_ORDER)
+            k, k_norm = _normalized(_load_filled(K, stride_kn, k_index, k_real, keys, k_fill, channels, N_CTX,
+                                                 HEAD_DIM, HAS_FILL), COSINE, ACC)
+            v = _load_filled(V, stride_vn, k_index, k_real, keys, v_fill, channels, N_CTX, HEAD_DIM, HAS_FILL)
+            additive = _additive(bias_ptr, mask_ptr, rows, keys, window, height, width, windows_w,
+                                 shift_h, shift_w, N_CTX, HAS_BIAS, HAS_MASK, IMAGE, WIN_H, WIN_W, ACC)
             s = _logits(q, k, keys, scale, additive, N_CTX, PRECISION, ACC)
             # Every key block holds at least one real key, so new_max is finite.
             new_max = tl.maximum(row_max, tl.max(s, 1))
@@ -238,22 +319,25 @@ def _window_attention_fwd_kernel(
             row_sum = row_sum * rescale + tl.sum(p, 1)
             acc = acc * rescale[:, None] + tl.dot(p.to(v.dtype), v, input_precision=PRECISION, out_dtype=ACC)
             row_max = new_max
-        _store_tile(OUT, stride_on, rows, channels, N_CTX, HEAD_DIM, acc / row_sum[:, None])
+        _store_rows(OUT, stride_on, q_index, q_real, channels, HEAD_DIM, acc / row_sum[:, None])
         lse = row_max + tl.log(row_sum)
         tl.store(LSE + rows, lse.to(LSE.dtype.element_ty), mask=rows < N_CTX)
 
 
 @triton.jit
 def _window_attention_bwd_kernel(
-        Q, K, V, BIAS, MASK, LOGIT_SCALE, OUT, LSE, DOUT, DQ, DK, DV, DBIAS, DLOGIT_SCALE,
+        Q, K, V, BIAS, MASK, LOGIT_SCALE, FILL, OUT, LSE, DOUT, DQ, DK, DV, DBIAS, DLOGIT_SCALE, DFILL,
         stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
         stride_ob, stride_oh, stride_on, stride_dob, stride_doh, stride_don,
         stride_dqb, stride_dqh, stride_dqn, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
-        stride_dbias_slot, stride_dscale_slot, windows, heads, mask_windows, windows_per_program, scale,
+        stride_dbias_slot, stride_dscale_slot, stride_dfill_slot, windows, heads, mask_windows,
+        windows_per_program, scale, height, width, windows_w, windows_per_image, shift_h, shift_w,
+        channels_per_part,
         N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
         COSINE: tl.constexpr, BIAS_GRAD: tl.constexpr, ATOMIC_DBIAS: tl.constexpr, SCALE_GRAD: tl.constexpr,
         ATOMIC_DSCALE: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
-        ACC: tl.constexpr):
+        ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
+        TIMM_ORDER: tl.constexpr, HAS_FILL: tl.constexpr, FILL_GRAD: tl.constexpr, ATOMIC_DFILL: tl.constexpr):
     """One program per (group of windows_per_program windows, head h): dQ, dK, dV of each
     window, and the group's share of dbias[h] = sum of dS over its windows.
 
@@ -273,6 +357,12 @@ def _window_attention_bwd_kernel(
     registers, then added atomically into DLOGIT_SCALE slot 0 (ATOMIC_DSCALE,
     stride_dscale_slot == 0) or stored in the group's slot. DLOGIT_SCALE is
     ACC-typed (slots, heads), contiguous.
+
+    IMAGE: the tensors are (B, heads, H * W, d) views of the un-partitioned maps, as in
+    the forward; dQ, dK, dV of padding tokens are not written, and FILL_GRAD sums the
+    padding keys' dK and values' dV (the qkv bias's share) over the group, then adds
+    them atomically into DFILL slot 0 (ATOMIC_DFILL) or stores them in the group's
+    slot; DFILL is ACC-typed (slots, 3 * channels_per_part), contiguous.
     """
     group = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1).to(tl.int64)
@@ -283,41 +373,55 @@ def _window_attention_bwd_kernel(
     dbias_ptr = DBIAS + group * stride_dbias_slot + h * N_CTX * N_CTX
     dbias = tl.zeros((BLOCK, BLOCK), ACC)
     dscale = tl.zeros((BLOCK,), ACC)
+    dk_fill = tl.zeros((BLOCK_D,), ACC)
+    dv_fill = tl.zeros((BLOCK_D,), ACC)
+    k_fill = FILL + channels_per_part + h * HEAD_DIM
+    v_fill = k_fill + channels_per_part
     # One tile: the bias is the same for every window, so it is loaded once (which
     # also saves the registers its addresses would hold across the window loop).
-    # COSINE needs those registers for the normalization's chain rule (sm_80
-    # spills otherwise): it reads the bias per window, from L1 / L2.
-    HOLD_BIAS: tl.constexpr = SINGLE_TILE and not COSINE
+    # COSINE needs those registers for the normalization's chain rule, IMAGE for the
+    # token addressing (sm_80 / sm_90 spill otherwise): they read the bias per window,
+    # from L1 / L2.
+    HOLD_BIAS: tl.constexpr = SINGLE_TILE and not COSINE and not IMAGE
     bias = tl.zeros((BLOCK, BLOCK), ACC)
     if HOLD_BIAS and HAS_BIAS:
         bias = _load_pairs(bias_ptr, tl.arange(0, BLOCK), tl.arange(0, BLOCK), N_CTX, ACC)
     first = group * windows_per_program
     for b in range(first, tl.minimum(first + windows_per_program, windows)):
-        q_ptr = Q + b * stride_qb + h * stride_qh
-        k_ptr = K + b * stride_kb + h * stride_kh
-        v_ptr = V + b * stride_vb + h * stride_vh
-        o_ptr = OUT + b * stride_ob + h * stride_oh
-        do_ptr = DOUT + b * stride_dob + h * stride_doh
-        dq_ptr = DQ + b * stride_dqb + h * stride_dqh
+        image = b // windows_per_image if IMAGE else b
+        window = b % windows_per_image
+        q_ptr = Q + image * stride_qb + h * stride_qh
+        k_ptr = K + image * stride_kb + h * stride_kh
+        v_ptr = V + image * stride_vb + h * stride_vh
+        o_ptr = OUT + image * stride_ob + h * stride_oh
+        do_ptr = DOUT + image * stride_dob + h * stride_doh
+        dq_ptr = DQ + image * stride_dqb + h * stride_dqh
         lse_ptr = LSE + (b * heads + h) * N_CTX
         mask_ptr = MASK + (b % mask_windows) * N_CTX * N_CTX
         for key_start in range(0, N_CTX, BLOCK):
             keys = key_start + tl.arange(0, BLOCK)
-            k, k_norm = _normalized(_load_tile(k_ptr, stride_kn, keys, channels, N_CTX, HEAD_DIM), COSINE, ACC)
-            v = _load_tile(v_ptr, stride_vn, keys, channels, N_CTX, HEAD_DIM)
+            k_index, k_real = _tokens(window, keys, height, width, windows_w, shift_h, shift_w, N_CTX,
+                                        IMAGE, WIN_H, WIN_W, TIMM_ORDER)
+            k, k_norm = _normalized(_load_filled(k_ptr, stride_kn, k_index, k_real, keys, k_fill, channels, N_CTX,
+                                                 HEAD_DIM, HAS_FILL), COSINE, ACC)
+            v = _load_filled(v_ptr, stride_vn, k_index, k_real, keys, v_fill, channels, N_CTX, HEAD_DIM, HAS_FILL)
             dk = tl.zeros((BLOCK, BLOCK_D), ACC)
             dv = tl.zeros((BLOCK, BLOCK_D), ACC)
             for query_start in range(0, N_CTX, BLOCK):
                 rows = query_start + tl.arange(0, BLOCK)
+                q_index, q_real = _tokens(window, rows, height, width, windows_w, shift_h, shift_w, N_CTX,
+                                            IMAGE, WIN_H, WIN_W, TIMM_ORDER)
                 q, do, lse, delta = _query_block(q_ptr, o_ptr, do_ptr, lse_ptr, stride_qn, stride_on, stride_don,
-                                                 rows, channels, N_CTX, HEAD_DIM, ACC)
+                                                 rows, q_index, q_real, channels, N_CTX, HEAD_DIM, ACC)
                 q, q_norm = _normalized(q, COSINE, ACC)
                 if HOLD_BIAS:
                     additive = bias
                     if HAS_MASK:
-                        additive += _load_pairs(mask_ptr, rows, keys, N_CTX, ACC)
+                        additive += _mask(mask_ptr, rows, keys, window, height, width, windows_w, shift_h, shift_w,
+                                          N_CTX, IMAGE, WIN_H, WIN_W, ACC)
                 else:
-                    additive = _additive(bias_ptr, mask_ptr, rows, keys, N_CTX, HAS_BIAS, HAS_MASK, ACC)
+                    additive = _additive(bias_ptr, mask_ptr, rows, keys, window, height, width, windows_w,
+                                         shift_h, shift_w, N_CTX, HAS_BIAS, HAS_MASK, IMAGE, WIN_H, WIN_W, ACC)
                 p, ds = _score_grads(q, k, v, do, lse, delta, keys, scale, additive, N_CTX, PRECISION, ACC)
                 dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION, out_dtype=ACC)
                 dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION, out_dtype=ACC)
@@ -325,34 +429,44 @@ def _window_attention_bwd_kernel(
                     dq = tl.dot(ds.to(k.dtype), k, input_precision=PRECISION, out_dtype=ACC) * scale
                     if SCALE_GRAD:
                         dscale += _scale_grad_rows(dq, q, ACC)
-                    _store_tile(dq_ptr, stride_dqn, rows, channels, N_CTX, HEAD_DIM,
+                    _store_rows(dq_ptr, stride_dqn, q_index, q_real, channels, HEAD_DIM,
                                 _through_normalize(dq, q, q_norm, COSINE, ACC))
                     if BIAS_GRAD:
                         dbias += ds
                 elif BIAS_GRAD:
                     partial = _load_tile(dbias_ptr, N_CTX, rows, keys, N_CTX, N_CTX)
                     _store_tile(dbias_ptr, N_CTX, rows, keys, N_CTX, N_CTX, partial + ds)
-            _store_tile(DK + b * stride_dkb + h * stride_dkh, stride_dkn, keys, channels, N_CTX, HEAD_DIM,
-                        _through_normalize(dk * scale, k, k_norm, COSINE, ACC))
-            _store_tile(DV + b * stride_dvb + h * stride_dvh, stride_dvn, keys, channels, N_CTX, HEAD_DIM, dv)
+            dk = _through_normalize(dk * scale, k, k_norm, COSINE, ACC)
+            _store_rows(DK + image * stride_dkb + h * stride_dkh, stride_dkn, k_index, k_real, channels, HEAD_DIM, dk)
+            _store_rows(DV + image * stride_dvb + h * stride_dvh, stride_dvn, k_index, k_real, channels, HEAD_DIM, dv)
+            if FILL_GRAD:
+                dk_fill += _padding_sum(dk, k_real, keys, N_CTX)
+                dv_fill += _padding_sum(dv, k_real, keys, N_CTX)
         if not SINGLE_TILE:
             for query_start in range(0, N_CTX, BLOCK):
                 rows = query_start + tl.arange(0, BLOCK)
+                q_index, q_real = _tokens(window, rows, height, width, windows_w, shift_h, shift_w, N_CTX,
+                                            IMAGE, WIN_H, WIN_W, TIMM_ORDER)
                 q, do, lse, delta = _query_block(q_ptr, o_ptr, do_ptr, lse_ptr, stride_qn, stride_on, stride_don,
-                                                 rows, channels, N_CTX, HEAD_DIM, ACC)
+                                                 rows, q_index, q_real, channels, N_CTX, HEAD_DIM, ACC)
                 q, q_norm = _normalized(q, COSINE, ACC)
                 dq = tl.zeros((BLOCK, BLOCK_D), ACC)
                 for key_start in range(0, N_CTX, BLOCK):
                     keys = key_start + tl.arange(0, BLOCK)
-                    k, k_norm = _normalized(_load_tile(k_ptr, stride_kn, keys, channels, N_CTX, HEAD_DIM), COSINE, ACC)
-                    v = _load_tile(v_ptr, stride_vn, keys, channels, N_CTX, HEAD_DIM)
-                    additive = _additive(bias_ptr, mask_ptr, rows, keys, N_CTX, HAS_BIAS, HAS_MASK, ACC)
+                    k_index, k_real = _tokens(window, keys, height, width, windows_w, shift_h, shift_w, N_CTX,
+                                                IMAGE, WIN_H, WIN_W, TIMM_ORDER)
+                    k, k_norm = _normalized(_load_filled(k_ptr, stride_kn, k_index, k_real, keys, k_fill, channels,
+                                                         N_CTX, HEAD_DIM, HAS_FILL), COSINE, ACC)
+                    v = _load_filled(v_ptr, stride_vn, k_index, k_real, keys, v_fill, channels, N_CTX, HEAD_DIM,
+                                     HAS_FILL)
+                    additive = _additive(bias_ptr, mask_ptr, rows, keys, window, height, width, windows_w,
+                                         shift_h, shift_w, N_CTX, HAS_BIAS, HAS_MASK, IMAGE, WIN_H, WIN_W, ACC)
                     p, ds = _score_grads(q, k, v, do, lse, delta, keys, scale, additive, N_CTX, PRECISION, ACC)
                     dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION, out_dtype=ACC)
                 dq *= scale
                 if SCALE_GRAD:
                     dscale += _scale_grad_rows(dq, q, ACC)
-                _store_tile(dq_ptr, stride_dqn, rows, channels, N_CTX, HEAD_DIM,
+                _store_rows(dq_ptr, stride_dqn, q_index, q_real, channels, HEAD_DIM,
                             _through_normalize(dq, q, q_norm, COSINE, ACC))
     if SINGLE_TILE and BIAS_GRAD:
         pairs = tl.arange(0, BLOCK)
@@ -370,6 +484,15 @@ def _window_attention_bwd_kernel(
             tl.atomic_add(dscale_ptr, dscale_total)
         else:
             tl.store(dscale_ptr, dscale_total)
+    if FILL_GRAD:
+        dfill_ptr = DFILL + group * stride_dfill_slot + channels_per_part + h * HEAD_DIM + channels
+        real_channels = channels < HEAD_DIM
+        if ATOMIC_DFILL:
+            tl.atomic_add(dfill_ptr, dk_fill, mask=real_channels)
+            tl.atomic_add(dfill_ptr + channels_per_part, dv_fill, mask=real_channels)
+        else:
+            tl.store(dfill_ptr, dk_fill, mask=real_channels)
+            tl.store(dfill_ptr + channels_per_part, dv_fill, mask=real_channels)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -388,7 +511,7 @@ class TileConfig(NamedTuple):
         return self.n <= self.block
 
 
-def tile_config(n: int, head_dim: int, dtype: torch.dtype, arch: int = 90) -> TileConfig:
+def tile_config(n: int, head_dim: int, dtype: torch.dtype, arch: int = 90, image: bool = False) -> TileConfig:
     """Tiles and launch options for N tokens of head_dim channels (padded to a power of two)
     on sm_<arch>.
 
@@ -408,7 +531,8 @@ def tile_config(n: int, head_dim: int, dtype: torch.dtype, arch: int = 90) -> Ti
     # sm_80's ptxas spilled the two-stage forward (12 bytes at N = 64, bf16): one stage there.
     return TileConfig(n, block=block, block_d=block_d,
                       forward_launch=dict(num_warps=4, num_stages=2 if arch >= 90 else 1),
-                      backward_launch=dict(num_warps=8 if block == 64 else 4, num_stages=1))
+                      # The image-layout backward also holds its tokens' addressing: 8 warps.
+                      backward_launch=dict(num_warps=8 if block == 64 or image else 4, num_stages=1))
 
 
 def device_arch(device: torch.device) -> int:
@@ -458,10 +582,58 @@ def _constexprs(cfg: TileConfig, head_dim: int, bias: bool, mask: bool, cosine: 
                 BLOCK_D=cfg.block_d, PRECISION=precision, ACC=acc)
 
 
-def _launch_constexprs(q: torch.Tensor, bias, mask, logit_scale) -> dict:
-    n, d = q.shape[2:]
-    return _constexprs(tile_config(n, d, q.dtype, device_arch(q.device)), d, bias is not None, mask is not None, logit_scale is not None,
-                       _dot_precision(q.dtype, q.device), _accumulator(q.dtype)[1])
+class ImageLayout(NamedTuple):
+    """The tensors given to the launchers are (B, heads, H * W, d) views of un-partitioned
+    (B, H, W, .) maps, attended in (shifted) windows; see fastswin.ops.image_layout.
+
+    shift is the one applied (no adjustment here), 0 <= shift < window; fill: the (3C,)
+    qkv bias that padding tokens read, or None for zeros."""
+    height: int
+    width: int
+    window: Tuple[int, int]
+    shift: Tuple[int, int]
+    timm_order: bool
+    fill: Optional[torch.Tensor]
+
+    @property
+    def padded(self) -> bool:
+        return self.height % self.window[0] != 0 or self.width % self.window[1] != 0
+
+    @property
+    def reads_fill(self) -> bool:
+        """Padding tokens read the fill: compiled in only where the map has padding."""
+        return self.fill is not None and self.padded
+
+
+class _Layout(NamedTuple):
+    """What the kernels take of a layout: windows, tokens per window, scalar arguments
+    (height, width, windows_w, windows_per_image, shift_h, shift_w, channels_per_part)
+    and compile-time ones."""
+    windows: int
+    n: int
+    args: tuple
+    constexprs: dict
+
+
+def _layout(q: torch.Tensor, image: Optional[ImageLayout]) -> _Layout:
+    if image is None:
+        return _Layout(q.shape[0], q.shape[2], (1, 1, 1, 1, 0, 0, 0),
+                       dict(IMAGE=False, WIN_H=1, WIN_W=1, TIMM_ORDER=False, HAS_FILL=False))
+    (wh, ww), (sh, sw) = image.window, image.shift
+    windows_w = -(-image.width // ww)
+    per_image = -(-image.height // wh) * windows_w
+    args = (image.height, image.width, windows_w, per_image, sh, sw, q.shape[1] * q.shape[3])
+    return _Layout(q.shape[0] * per_image, wh * ww, args,
+                   dict(IMAGE=True, WIN_H=wh, WIN_W=ww, TIMM_ORDER=image.timm_order, HAS_FILL=image.reads_fill,
+                        HAS_MASK=sh > 0 or sw > 0))
+
+
+def _launch_constexprs(q: torch.Tensor, layout: _Layout, bias, mask, logit_scale) -> dict:
+    d = q.shape[3]
+    common = _constexprs(tile_config(layout.n, d, q.dtype, device_arch(q.device)), d, bias is not None,
+                         mask is not None, logit_scale is not None, _dot_precision(q.dtype, q.device),
+                         _accumulator(q.dtype)[1])
+    return {**common, **layout.constexprs}
 
 
 def _per_head(logit_scale: Optional[torch.Tensor], stand_in: torch.Tensor) -> torch.Tensor:
@@ -473,7 +645,7 @@ def _per_head(logit_scale: Optional[torch.Tensor], stand_in: torch.Tensor) -> to
 def window_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                              bias: Optional[torch.Tensor], mask: Optional[torch.Tensor],
                              scale: float, logit_scale: Optional[torch.Tensor] = None,
-                             ) -> Tuple[torch.Tensor, torch.Tensor]:
+                             image: Optional[ImageLayout] = None) -> Tuple[torch.Tensor, torch.Tensor]:
     """Launch the forward kernel.
 
     q, k, v: (B_, heads, N, d), any strides with unit last stride; bias (heads, N, N)
@@ -481,19 +653,26 @@ def window_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     are assumed valid (see `window_attention`). logit_scale: (heads, 1, 1), any float
     type, for Swin-V2 cosine attention (scale is then ignored), or None for v1.
 
-    Returns out (B_, heads, N, d) (a view of a contiguous (B_, N, heads, d) buffer)
-    and lse (B_, heads, N), contiguous, fp32 (fp64 for fp64 inputs).
+    image: q, k, v are (B, heads, H * W, d) views of (B, H, W, .) maps (ImageLayout),
+    mask is None (the shift mask comes from the layout).
+
+    Returns out (B_, heads, N, d) (a view of a contiguous (B_, N, heads, d) buffer;
+    with image, (B, heads, H * W, d), a view of a contiguous (B, H, W, C) map) and
+    lse (windows, heads, N), contiguous, fp32 (fp64 for fp64 inputs).
     """
     q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
-    B_, heads, n, d = q.shape
+    heads, d = q.shape[1], q.shape[3]
+    layout = _layout(q, image)
     out = _bshd_empty(q)
-    lse = torch.empty(B_, heads, n, device=q.device, dtype=_accumulator(q.dtype)[0])
+    lse = torch.empty(layout.windows, heads, layout.n, device=q.device, dtype=_accumulator(q.dtype)[0])
+    fill = image.fill if image is not None and image.reads_fill else q
     with _device_guard(q.device):
-        _window_attention_fwd_kernel[(B_ * heads,)](
-            q, k, v, _pairs(bias, q), _pairs(mask, q), _per_head(logit_scale, q), out, lse,
+        _window_attention_fwd_kernel[(layout.windows * heads,)](
+            q, k, v, _pairs(bias, q), _pairs(mask, q), _per_head(logit_scale, q), fill, out, lse,
             *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3],
-            heads, 1 if mask is None else mask.shape[0], scale, **_launch_constexprs(q, bias, mask, logit_scale),
-            **tile_config(n, d, q.dtype, device_arch(q.device)).forward_launch)
+            heads, 1 if mask is None else mask.shape[0], scale, *layout.args,
+            **_launch_constexprs(q, layout, bias, mask, logit_scale),
+            **tile_config(layout.n, d, q.dtype, device_arch(q.device)).forward_launch)
     return out, lse
 
 
@@ -507,7 +686,8 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
                               mask: Optional[torch.Tensor], scale: float, bias_grad: bool,
                               deterministic: Optional[bool] = None, group_size: Optional[int] = None,
                               logit_scale: Optional[torch.Tensor] = None, logit_scale_grad: bool = False,
-                              ) -> tuple:
+                              image: Optional[ImageLayout] = None, fill_grad: bool = False,
+                              grads: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> tuple:
     """Launch the backward kernel.
 
     grad_out: (B_, heads, N, d), any strides with unit last stride; q, k, v, bias,
@@ -522,15 +702,22 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
     buffers, and dbias (heads, N, N) in bias's dtype, or None without bias_grad;
     given logit_scale, a fifth item: dlogit_scale in logit_scale's shape and dtype,
     or None without logit_scale_grad.
+
+    image: as for the forward (grad_out and out in the same layout as q). fill_grad:
+    compute the gradient of image.fill, returned as a last item, (3C,) in fill's dtype
+    (None without fill_grad). grads: preallocated dq, dk, dv to write (e.g. views of one
+    packed d(qkv) map); every real row is written.
     """
     q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
     grad_out, out = _unit_last_stride(grad_out), _unit_last_stride(out)
-    B_, heads, n, d = q.shape
+    heads, d = q.shape[1], q.shape[3]
+    layout = _layout(q, image)
+    B_, n = layout.windows, layout.n
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
     group_size = group_size or windows_per_program(B_, heads)
     groups = triton.cdiv(B_, group_size)
-    cfg = tile_config(n, d, q.dtype, device_arch(q.device))
+    cfg = tile_config(n, d, q.dtype, device_arch(q.device), image is not None)
     atomic = bias_grad and cfg.single_tile and not deterministic
     slots = 1 if atomic or not bias_grad else groups
     # Zeroed where the kernel adds into the slots; else every slot is overwritten.
@@ -544,22 +731,35 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
     if scale_grad:
         dscale_slots = (torch.zeros if atomic_dscale else torch.empty)(
             1 if atomic_dscale else groups, heads, device=q.device, dtype=_accumulator(q.dtype)[0])
-    dq, dk, dv = _bshd_empty(q), _bshd_empty(q), _bshd_empty(q)
+    # d(fill): the padding keys' dK and values' dV per program, added atomically or stored
+    # in its slot; zeroed, as the q part is never written (padding queries pass no
+    # gradient), and all zero where the map has no padding (the kernel then skips it).
+    fill_grad = fill_grad and image is not None and image.fill is not None
+    reads_fill = image is not None and image.reads_fill
+    atomic_dfill = reads_fill and fill_grad and not deterministic
+    dfill_slots = dbias_slots
+    if fill_grad:
+        dfill_slots = torch.zeros(1 if atomic_dfill or not reads_fill else groups, image.fill.numel(),
+                                  device=q.device, dtype=_accumulator(q.dtype)[0])
+    dq, dk, dv = grads if grads is not None else (_bshd_empty(q), _bshd_empty(q), _bshd_empty(q))
+    fill = image.fill if reads_fill else q
     with _device_guard(q.device):
         _window_attention_bwd_kernel[(groups, heads)](
-            q, k, v, _pairs(bias, q), _pairs(mask, q), _per_head(logit_scale, q), out, lse, grad_out,
-            dq, dk, dv, dbias_slots, dscale_slots,
+            q, k, v, _pairs(bias, q), _pairs(mask, q), _per_head(logit_scale, q), fill, out, lse, grad_out,
+            dq, dk, dv, dbias_slots, dscale_slots, dfill_slots,
             *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3], *grad_out.stride()[:3],
             *dq.stride()[:3], *dk.stride()[:3], *dv.stride()[:3], 0 if atomic else dbias_slots.stride(0),
-            0 if atomic_dscale else dscale_slots.stride(0),
-            B_, heads, 1 if mask is None else mask.shape[0], group_size, scale,
+            0 if atomic_dscale else dscale_slots.stride(0), 0 if atomic_dfill else dfill_slots.stride(0),
+            B_, heads, 1 if mask is None else mask.shape[0], group_size, scale, *layout.args,
             BIAS_GRAD=bias_grad, ATOMIC_DBIAS=atomic, SCALE_GRAD=scale_grad, ATOMIC_DSCALE=atomic_dscale,
-            **_launch_constexprs(q, bias, mask, logit_scale), **cfg.backward_launch)
-    dbias = dbias_slots.sum(0).to(bias.dtype) if bias_grad else None
-    if logit_scale is None:
-        return dq, dk, dv, dbias
-    dscale = dscale_slots.sum(0).reshape(logit_scale.shape).to(logit_scale.dtype) if scale_grad else None
-    return dq, dk, dv, dbias, dscale
+            FILL_GRAD=fill_grad and reads_fill, ATOMIC_DFILL=atomic_dfill,
+            **_launch_constexprs(q, layout, bias, mask, logit_scale), **cfg.backward_launch)
+    grads_out = (dq, dk, dv, dbias_slots.sum(0).to(bias.dtype) if bias_grad else None)
+    if logit_scale is not None:
+        grads_out += (dscale_slots.sum(0).reshape(logit_scale.shape).to(logit_scale.dtype) if scale_grad else None,)
+    if image is not None:
+        grads_out += (dfill_slots.sum(0).to(image.fill.dtype) if fill_grad else None,)
+    return grads_out
 
 
 class KernelSpec(NamedTuple):
@@ -575,30 +775,36 @@ _TRITON_TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "
 
 
 def kernel_specs(n: int, head_dim: int, dtype: torch.dtype, bias: bool = True, mask: bool = True,
-                 cosine: bool = False, arch: int = 90) -> Tuple[KernelSpec, KernelSpec]:
+                 cosine: bool = False, arch: int = 90, image: bool = False,
+                 padded: bool = False) -> Tuple[KernelSpec, KernelSpec]:
     """Forward and backward kernels as launched on a GPU for N tokens, head_dim, dtype
     (fp16, bf16, fp32; bias and mask of that dtype), with atomic dbias, for
     ahead-of-time compile reports (fastswin.aot). cosine: the Swin-V2 kernels (fp32
-    logit_scale, atomic dlogit_scale)."""
+    logit_scale, atomic dlogit_scale). image: the image-layout kernels of
+    shifted_window_attention (square windows of N tokens, torchvision's order); padded:
+    on a map with padding (qkv-bias fill and its gradient compiled in)."""
     from fastswin.aot import signature
 
-    cfg = tile_config(n, head_dim, dtype, arch)
-    common = _constexprs(cfg, head_dim, bias, mask, cosine, "tf32" if dtype == torch.float32 else "ieee",
-                         tl.float32)
-    backward = dict(BIAS_GRAD=bias, ATOMIC_DBIAS=cfg.single_tile, SCALE_GRAD=cosine, ATOMIC_DSCALE=cosine)
+    cfg = tile_config(n, head_dim, dtype, arch, image)
+    window = math.isqrt(n)
+    common = {**_constexprs(cfg, head_dim, bias, mask, cosine, "tf32" if dtype == torch.float32 else "ieee",
+                            tl.float32),
+              **dict(IMAGE=image, WIN_H=window if image else 1, WIN_W=window if image else 1, TIMM_ORDER=False,
+                     HAS_FILL=image and padded)}
+    backward = dict(BIAS_GRAD=bias, ATOMIC_DBIAS=cfg.single_tile, SCALE_GRAD=cosine, ATOMIC_DSCALE=cosine,
+                    FILL_GRAD=image and padded, ATOMIC_DFILL=image and padded)
     specs = []
     for fn, extra, launch in (
             (_window_attention_fwd_kernel, {}, cfg.forward_launch),
             (_window_attention_bwd_kernel, backward, cfg.backward_launch)):
         constexprs = {**common, **extra}
-        fp32 = ("LSE", "DBIAS", "LOGIT_SCALE", "DLOGIT_SCALE")
+        fp32 = ("LSE", "DBIAS", "LOGIT_SCALE", "DLOGIT_SCALE", "DFILL")
         pointers = {name: "*fp32" if name in fp32 else "*" + _TRITON_TYPES[dtype]
                     for name in fn.arg_names if name.isupper() and name not in constexprs}
         # What the JIT sees as 16-divisible in a Swin block (head_dim a multiple of
         # 16): the pointers and the strides of the (.., N, d) tensors.
         aligned = tuple(name for name in fn.arg_names
-                        if name in pointers or (name.startswith("stride_")
-                                                and name not in ("stride_dbias_slot", "stride_dscale_slot")))
+                        if name in pointers or (name.startswith("stride_") and not name.endswith("_slot")))
         specs.append(KernelSpec(fn, signature(fn, pointers, constexprs, floats=("scale",)), constexprs,
                                 launch, aligned))
     return tuple(specs)
@@ -833,16 +1039,22 @@ def _check_inputs(q, k, v, bias, mask, op: str = "window_attention") -> None:
 
 def _triton_reason(q: torch.Tensor, bias, mask, forced: bool) -> Optional[str]:
     """Why the Triton kernels cannot run these (valid) inputs, or None."""
-    reason = triton_reason(q.device, forced, q.dtype)
+    return triton_kernels_reason(q.shape[-2], q.shape[-1], q.dtype, q.device, forced)
+
+
+def triton_kernels_reason(n: int, head_dim: int, dtype: torch.dtype, device: torch.device,
+                          forced: bool) -> Optional[str]:
+    """Why the attention kernels cannot run windows of n tokens of head_dim channels of
+    dtype on device (shared by every op built on them), or None."""
+    reason = triton_reason(device, forced, dtype)
     if reason is not None:
         return reason
-    n, d = q.shape[-2:]
     if n > MAX_TOKENS:
         return f"windows of N = {n} tokens; the kernels hold a window on chip, N <= {MAX_TOKENS}"
-    if not HEAD_DIM_RANGE[0] <= d <= HEAD_DIM_RANGE[1]:
-        return f"head_dim {d}; the kernels take {HEAD_DIM_RANGE[0]} to {HEAD_DIM_RANGE[1]}"
+    if not HEAD_DIM_RANGE[0] <= head_dim <= HEAD_DIM_RANGE[1]:
+        return f"head_dim {head_dim}; the kernels take {HEAD_DIM_RANGE[0]} to {HEAD_DIM_RANGE[1]}"
     # fp64 only in the interpreter: it is how gradcheck runs through the kernels.
-    dtypes = GPU_DTYPES if q.device.type == "cuda" else GPU_DTYPES + (torch.float64,)
-    if q.dtype not in dtypes:
-        return f"dtype {q.dtype}; the kernels take {', '.join(str(t) for t in dtypes)} on {q.device.type}"
+    dtypes = GPU_DTYPES if device.type == "cuda" else GPU_DTYPES + (torch.float64,)
+    if dtype not in dtypes:
+        return f"dtype {dtype}; the kernels take {', '.join(str(t) for t in dtypes)} on {device.type}"
     return None
