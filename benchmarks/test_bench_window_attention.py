@@ -1,118 +1,54 @@
-"""Window attention (Swin-V1), forward and forward+backward, reference (eager PyTorch)
-vs the default fastswin path, at the Swin-T stage attention shapes: window 7
-(N = 49), heads 3 / 6 / 12 / 24, head_dim 32, B_ = batch * nW, relative-position
-bias, shift mask on the shifted stages.
+"""Window attention, forward and forward+backward: fastswin's default path against the
+eager reference and PyTorch SDPA (bias + mask as one attn_mask), at the Swin-T stage
+shapes (window 7, v1) and the SwinV2-T ones (window 8, cosine attention), head_dim 32,
+B_ = batch * nW. Inputs, byte and FLOP counts come from fastswin.benchmark, as
+`fastswin bench` uses them.
 
-Swin-V2 scaled cosine attention likewise at the SwinV2-T window-8 shapes (N = 64,
-heads 3 / 6 / 12 / 24, head_dim 32, continuous position bias as an additive
-(heads, N, N) bias, learnable logit_scale), reference vs fastswin.
-
-On a GPU: bf16 at the benchmark batch. On CPU (a smoke test; the default path is
-then the reference): fp32 at batch 2.
+On a GPU: bf16 at the benchmark batch. On CPU (a smoke test; the default path is then
+the reference): fp32 at batch 2.
 """
 import pytest
 import torch
 
 from bench_setup import BATCH, DEVICE
 from fastswin import ops, reference
-from fastswin.benchmark import SHIFT, WINDOW
+from fastswin.benchmark import ATTENTION_STAGES, attention_bytes, attention_flops, attention_inputs, sdpa_attention
 
-HEAD_DIM = 32
-# (stage, H = W of the feature map, heads) of Swin-T at 224 px.
-SWIN_T_ATTENTION = [(1, 56, 3), (2, 28, 6), (3, 14, 12), (4, 7, 24)]
 DTYPE = torch.bfloat16 if DEVICE.type == "cuda" else torch.float32
 BENCH_BATCH = BATCH if DEVICE.type == "cuda" else 2
-
-IMPLS = {
-    "reference": lambda q, k, v, bias, mask: reference.window_attention(q, k, v, bias, mask),
-    "fastswin": lambda q, k, v, bias, mask: ops.window_attention(q, k, v, bias, mask),
-}
+STAGES = [s for s in ATTENTION_STAGES if s[0] in ("swin_t", "swinv2_t")]
+V1_IMPLS = {"reference": reference.window_attention, "sdpa": sdpa_attention, "fastswin": ops.window_attention}
+V2_IMPLS = {"reference": reference.cosine_window_attention, "fastswin": ops.cosine_window_attention}
 
 
-def attention_inputs(size: int, heads: int, window: int = WINDOW, shift: int = SHIFT):
-    """q, k, v as views of a packed qkv (B_, N, 3, heads, d), bias, and the shift mask
-    (None where the map is one window and no shift applies)."""
-    n = window * window
-    windows = BENCH_BATCH * (size // window) ** 2
-    qkv = torch.randn(windows, n, 3, heads, HEAD_DIM, device=DEVICE, dtype=DTYPE)
-    q, k, v = qkv.permute(2, 0, 3, 1, 4)
-    bias = torch.randn(heads, n, n, device=DEVICE, dtype=DTYPE)
-    mask = None
-    if size > window:
-        mask = reference.shift_attention_mask(size, size, (window, window), (shift, shift), DEVICE, DTYPE)
-    return qkv, q, k, v, bias, mask
+def cases():
+    for stage in STAGES:
+        impls = V2_IMPLS if stage[0].startswith("swinv2") else V1_IMPLS
+        for impl in impls:
+            yield pytest.param(stage, impl, id=f"{stage[0]}.s{stage[1]}-{impl}")
 
 
-def bytes_moved(q: torch.Tensor, mode: str) -> int:
-    """The floor's bytes: forward reads q, k, v and writes out (+ fp32 lse); backward reads
-    q, k, v, out, dout, lse and writes dq, dk, dv. bias and mask are small and cached."""
-    tile, lse = q.numel() * q.element_size(), q.numel() // q.shape[-1] * 4
-    forward = 4 * tile + lse
-    return forward if mode == "fwd" else forward + 8 * tile + lse
-
-
-@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("stage", SWIN_T_ATTENTION, ids=lambda s: f"swin_t.s{s[0]}")
-def test_window_attention(run_benchmark, stage, mode, impl):
-    _, size, heads = stage
-    qkv, q, k, v, bias, mask = attention_inputs(size, heads)
-    fn = IMPLS[impl]
-    info = dict(op="window_attention", impl=impl, mode=mode, windows=q.shape[0], heads=heads, dtype=str(DTYPE))
+@pytest.mark.parametrize("stage, impl", list(cases()))
+def test_window_attention(run_benchmark, benchmark, stage, impl, mode):
+    model, _, size, heads, window = stage
+    cosine = model.startswith("swinv2")
+    qkv, q, k, v, bias, mask = attention_inputs(size, heads, window, BENCH_BATCH, DEVICE, DTYPE)
+    # The SwinV2 logit scale is an fp32 parameter; the reference computes in q's dtype.
+    logit_scale = torch.log(10 * torch.ones(heads, 1, 1, device=DEVICE)).requires_grad_()
+    fn = (V2_IMPLS if cosine else V1_IMPLS)[impl]
+
+    def attend(q, k, v, bias):
+        return fn(q, k, v, logit_scale, bias, mask) if cosine else fn(q, k, v, bias, mask)
+
+    info = dict(op="cosine_window_attention" if cosine else "window_attention", impl=impl, mode=mode,
+                windows=q.shape[0], heads=heads, dtype=str(DTYPE))
     if mode == "fwd":
-        run_benchmark(lambda: fn(q, k, v, bias, mask), bytes_moved(q, mode), **info)
-        return
-    qkv.requires_grad_()
-    bias.requires_grad_()
-    grad = torch.randn_like(q)
-
-    def forward_backward():
-        out = fn(*qkv.permute(2, 0, 3, 1, 4), bias, mask)
-        torch.autograd.grad(out, (qkv, bias), grad)
-
-    run_benchmark(forward_backward, bytes_moved(q, mode), **info)
-
-
-# (stage, H = W of the feature map, heads) of SwinV2-T at 256 px, window 8 (shift 4).
-SWINV2_T_ATTENTION = [(1, 64, 3), (2, 32, 6), (3, 16, 12), (4, 8, 24)]
-V2_WINDOW = 8
-COSINE_IMPLS = {
-    "reference": lambda q, k, v, logit_scale, bias, mask: reference.cosine_window_attention(
-        q, k, v, logit_scale.to(q.dtype), bias, mask),
-    "fastswin": lambda q, k, v, logit_scale, bias, mask: ops.cosine_window_attention(q, k, v, logit_scale, bias, mask),
-}
-
-
-def attention_flops(q: torch.Tensor, mode: str) -> int:
-    """Matmul FLOPs as flash-window-attention-v2 counts them: 2 matmuls of 2 N^2 d per
-    window and head forward, 2.5x that for the backward (5 matmuls)."""
-    windows, heads, n, d = q.shape
-    forward = 4 * windows * heads * n * n * d
-    return forward if mode == "fwd" else forward * 7 // 2
-
-
-@pytest.mark.parametrize("impl", COSINE_IMPLS)
-@pytest.mark.parametrize("mode", ["fwd", "fwd+bwd"])
-@pytest.mark.parametrize("stage", SWINV2_T_ATTENTION, ids=lambda s: f"swinv2_t.s{s[0]}")
-def test_cosine_window_attention(run_benchmark, benchmark, stage, mode, impl):
-    _, size, heads = stage
-    qkv, q, k, v, bias, mask = attention_inputs(size, heads, V2_WINDOW, V2_WINDOW // 2)
-    logit_scale = torch.log(10 * torch.ones(heads, 1, 1, device=DEVICE))  # fp32 parameter, as in SwinV2
-    fn = COSINE_IMPLS[impl]
-    info = dict(op="cosine_window_attention", impl=impl, mode=mode, windows=q.shape[0], heads=heads,
-                dtype=str(DTYPE), flops=attention_flops(q, mode))
-    if mode == "fwd":
-        run_benchmark(lambda: fn(q, k, v, logit_scale, bias, mask), bytes_moved(q, mode), **info)
+        run_benchmark(lambda: attend(q, k, v, bias), attention_bytes(q, mode), **info)
     else:
-        qkv.requires_grad_()
-        bias.requires_grad_()
-        logit_scale.requires_grad_()
+        leaves = (qkv.requires_grad_(), bias.requires_grad_()) + ((logit_scale,) if cosine else ())
         grad = torch.randn_like(q)
-
-        def forward_backward():
-            out = fn(*qkv.permute(2, 0, 3, 1, 4), logit_scale, bias, mask)
-            torch.autograd.grad(out, (qkv, logit_scale, bias), grad)
-
-        run_benchmark(forward_backward, bytes_moved(q, mode), **info)
+        run_benchmark(lambda: torch.autograd.grad(attend(*qkv.permute(2, 0, 3, 1, 4), bias), leaves, grad),
+                      attention_bytes(q, mode), **info)
     if benchmark.stats is not None:
-        benchmark.extra_info["tflops"] = info["flops"] / benchmark.stats.stats.median / 1e12
+        benchmark.extra_info["tflops"] = attention_flops(q, mode) / benchmark.stats.stats.median / 1e12

@@ -230,6 +230,70 @@ def window_attention_rows(device: torch.device, dtype: torch.dtype, batch: int, 
     return rows
 
 
+# ----------------------------------------------------------------------------- shifted-window attention on the image layout
+
+# (model, stage, map size, channels, heads, window, v2) at the models' native resolution.
+IMAGE_STAGES = [
+    (model, stage + 1, size >> stage, channels << stage, heads << stage, window, v2)
+    for model, size, channels, heads, window, v2 in (("swin_t", 56, 96, 3, 7, False), ("swin_b", 56, 128, 4, 7, False),
+                                                     ("swinv2_t", 64, 96, 3, 8, True))
+    for stage in range(4)
+]
+
+
+def image_attention_inputs(size: int, channels: int, heads: int, window: int, v2: bool, batch: int, device, dtype):
+    """A block's qkv map (B, H, W, 3C), its relative-position bias, qkv bias and (v2) logit scale."""
+    n = window * window
+    qkv = torch.randn(batch, size, size, 3 * channels, device=device, dtype=dtype)
+    bias = torch.randn(heads, n, n, device=device, dtype=dtype)
+    qkv_bias = torch.randn(3 * channels, device=device, dtype=dtype)
+    logit_scale = torch.log(10 * torch.ones(heads, 1, 1, device=device)) if v2 else None
+    return qkv, bias, qkv_bias, logit_scale
+
+
+def image_attention_bytes(qkv: torch.Tensor, mode: str) -> int:
+    """The floor: forward reads q, k, v and writes the output, 4 T C elements; the
+    backward reads them and the output gradient and writes d(qkv): 8 T C more."""
+    forward = qkv.numel() * qkv.element_size() * 4 // 3
+    return forward if mode == "fwd" else 3 * forward
+
+
+def shifted_window_attention_rows(device: torch.device, dtype: torch.dtype, batch: int,
+                                  bandwidth: Optional[float], stages=IMAGE_STAGES, repeats: int = 20,
+                                  with_compile: bool = False) -> List[Row]:
+    """The attention of a Swin block between its qkv and proj linears: fastswin's default
+    path (on CUDA the fused image-layout kernels) vs eager PyTorch (pad, roll, partition,
+    attention, reverse, roll back, crop: the timm / torchvision path), fastswin's own
+    composition (partition kernel + fused window attention + reverse) and torch.compile of
+    the eager path."""
+    rows = []
+    baselines = {"eager": "reference", "composed": device.type}
+    for model, stage, size, channels, heads, window, v2 in stages:
+        qkv, bias, qkv_bias, logit_scale = image_attention_inputs(size, channels, heads, window, v2, batch, device,
+                                                                  dtype)
+        shift = window // 2 if size > window else 0
+        case = f"{model}.s{stage} {batch}x{size}x{size}x{channels}"
+
+        def attend(backend):
+            return lambda x, b: ops.shifted_window_attention(x, heads, window, shift, b, logit_scale=logit_scale,
+                                                             qkv_bias=qkv_bias, backend=backend)
+
+        impls = {name: attend(backend) for name, backend in baselines.items()}
+        if with_compile:
+            impls["compile"] = torch.compile(lambda x, b: reference.shifted_window_attention(
+                x, heads, (window, window), (shift, shift), b, logit_scale, qkv_bias))
+        fast = attend(None)
+        rows += _compare("shifted_window_attention", case, "fwd", dtype, lambda: fast(qkv, bias),
+                         {name: (lambda f=fn: f(qkv, bias)) for name, fn in impls.items()}, device, repeats,
+                         image_attention_bytes(qkv, "fwd"), bandwidth=bandwidth)
+        leaves = [qkv.detach().clone().requires_grad_(), bias.detach().clone().requires_grad_()]
+        grad = torch.randn(*qkv.shape[:3], channels, device=device, dtype=dtype)
+        rows += _compare("shifted_window_attention", case, "fwd+bwd", dtype, _fwd_bwd(fast, leaves, grad),
+                         {name: _fwd_bwd(fn, leaves, grad) for name, fn in impls.items()}, device, repeats,
+                         image_attention_bytes(qkv, "fwd+bwd"), bandwidth=bandwidth)
+    return rows
+
+
 # ----------------------------------------------------------------------------- whole models
 
 

@@ -85,11 +85,11 @@ def _fmt(value, spec: str) -> str:
 
 
 def _format_table(rows) -> str:
-    header = (f"{'op':17} {'case':32} {'mode':8} {'baseline':9} {'base ms':>9} {'fastswin':>9} {'speedup':>8} "
+    header = (f"{'op':24} {'case':32} {'mode':8} {'baseline':9} {'base ms':>9} {'fastswin':>9} {'speedup':>8} "
               f"{'TFLOP/s':>8} {'GB/s':>8} {'roofline':>8} {'img/s':>8}")
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r.op:17} {r.case[:32]:32} {r.mode:8} {r.baseline:9} {r.baseline_ms:9.3f} "
+        lines.append(f"{r.op[:24]:24} {r.case[:32]:32} {r.mode:8} {r.baseline:9} {r.baseline_ms:9.3f} "
                      f"{r.fastswin_ms:9.3f} {r.speedup:7.2f}x {_fmt(r.tflops, '8.2f'):>8} {_fmt(r.gbps, '8.1f'):>8} "
                      f"{_fmt(r.roofline, '8.0%'):>8} {_fmt(r.images_per_s, '8.1f'):>8}")
     return "\n".join(lines)
@@ -102,6 +102,7 @@ def _bench_sections(args, device: torch.device, dtype: torch.dtype, bandwidth: f
     repeats = 5 if args.quick else 20
     process_stages = benchmark.SWIN_STAGES[:1] if args.quick else benchmark.SWIN_STAGES
     attention_stages = benchmark.ATTENTION_STAGES[:1] if args.quick else benchmark.ATTENTION_STAGES
+    image_stages = benchmark.IMAGE_STAGES[:1] if args.quick else benchmark.IMAGE_STAGES
     if args.model:
         models = [(name, {}) for name in args.model.split(",")]
     else:
@@ -114,6 +115,8 @@ def _bench_sections(args, device: torch.device, dtype: torch.dtype, bandwidth: f
             device, dtype, batch, bandwidth, process_stages, repeats)),
         (f"window attention, batch {batch}", lambda: benchmark.window_attention_rows(
             device, dtype, batch, bandwidth, attention_stages, repeats, with_compile=cuda and not args.quick)),
+        (f"shifted-window attention (image layout), batch {batch}", lambda: benchmark.shifted_window_attention_rows(
+            device, dtype, batch, bandwidth, image_stages, repeats, with_compile=cuda and not args.quick)),
         (f"models, batch {model_batch}", lambda: benchmark.model_rows(device, models, model_batch, modes,
                                                                      repeats=3 if args.quick else 10)),
     ]
