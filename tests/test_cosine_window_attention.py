@@ -191,9 +191,9 @@ def test_only_the_gradients_asked_for():
 
 def test_opcheck_registered_op():
     q, k, v, bias, mask = make_inputs(2, 2, 49, 16, True, 2, torch.float32)
-    args = [t.detach().clone().requires_grad_() for t in (q, k, v, logit_scale_of(2, (2.5, 1.0)))]
-    bias = bias.detach().clone().requires_grad_()
-    torch.library.opcheck(torch.ops.fastswin.cosine_window_attention_triton.default, (*args, bias, mask))
+    q, k, v, bias, logit_scale = [t.detach().clone().requires_grad_()
+                                  for t in (q, k, v, bias, logit_scale_of(2, (2.5, 1.0)))]
+    torch.library.opcheck(torch.ops.fastswin.window_attention_triton.default, (q, k, v, bias, mask, logit_scale, 1.0))
 
 
 def test_torch_compile_traces_the_op_fullgraph():

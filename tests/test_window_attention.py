@@ -150,7 +150,7 @@ def test_bias_gradient_only_when_needed():
 def test_opcheck_registered_op():
     q, k, v, bias, mask = make_inputs(2, 2, 49, 16, True, 2, torch.float32)
     args = [t.detach().clone().requires_grad_() for t in (q, k, v, bias)]
-    torch.library.opcheck(torch.ops.fastswin.window_attention_triton.default, (*args, mask, SCALE))
+    torch.library.opcheck(torch.ops.fastswin.window_attention_triton.default, (*args, mask, None, SCALE))
 
 
 def test_torch_compile_traces_the_op_fullgraph_without_recompiles():

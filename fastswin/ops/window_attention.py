@@ -42,10 +42,9 @@ program, or a slot per program in deterministic mode, like dbias).
 
 Layers, in order: kernels, plain launchers (`window_attention_forward`,
 `window_attention_backward`, for tests and benchmarks), the registered custom
-ops `fastswin::window_attention_triton` (+ `_backward`) and their cosine twins
-`fastswin::cosine_window_attention_triton` (+ `_backward`, thin ops over the same
-launchers) with fake and autograd implementations, and the public
-`window_attention` and `cosine_window_attention`.
+ops `fastswin::window_attention_triton` (+ `_backward`; a logit_scale switches
+them to cosine attention) with fake and autograd implementations, and the
+public `window_attention` and `cosine_window_attention`.
 """
 import contextlib
 import math
@@ -813,14 +812,16 @@ def kernel_specs(n: int, head_dim: int, dtype: torch.dtype, bias: bool = True, m
 # ----------------------------------------------------------------------------- registered ops
 
 
+# One pair of ops for v1 and v2: logit_scale given switches the kernels to cosine attention.
 @torch.library.custom_op("fastswin::window_attention_triton", mutates_args=())
 def _attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor],
-                  mask: Optional[torch.Tensor], scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
-    return window_attention_forward(q, k, v, bias, mask, scale)
+                  mask: Optional[torch.Tensor], logit_scale: Optional[torch.Tensor],
+                  scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    return window_attention_forward(q, k, v, bias, mask, scale, logit_scale)
 
 
 @_attention_op.register_fake
-def _(q, k, v, bias, mask, scale):
+def _(q, k, v, bias, mask, logit_scale, scale):
     B_, heads, n, _ = q.shape
     return _bshd_empty(q), q.new_empty(B_, heads, n, dtype=_accumulator(q.dtype)[0])
 
@@ -828,87 +829,40 @@ def _(q, k, v, bias, mask, scale):
 @torch.library.custom_op("fastswin::window_attention_triton_backward", mutates_args=())
 def _attention_backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                            out: torch.Tensor, lse: torch.Tensor, bias: Optional[torch.Tensor],
-                           mask: Optional[torch.Tensor], scale: float, bias_grad: bool,
-                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    dq, dk, dv, dbias = window_attention_backward(grad_out, q, k, v, out, lse, bias, mask, scale, bias_grad)
-    # A custom op cannot return None: an empty tensor stands for "no dbias".
-    return dq, dk, dv, dbias if bias_grad else q.new_empty(0)
+                           mask: Optional[torch.Tensor], logit_scale: Optional[torch.Tensor], scale: float,
+                           bias_grad: bool, logit_scale_grad: bool,
+                           ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv, dbias, *dscale = window_attention_backward(
+        grad_out, q, k, v, out, lse, bias, mask, scale, bias_grad, logit_scale=logit_scale,
+        logit_scale_grad=logit_scale_grad)
+    # A custom op cannot return None: empty tensors stand for "no dbias" / "no dlogit_scale".
+    return dq, dk, dv, dbias if bias_grad else q.new_empty(0), dscale[0] if logit_scale_grad else q.new_empty(0)
 
 
 @_attention_backward_op.register_fake
-def _(grad_out, q, k, v, out, lse, bias, mask, scale, bias_grad):
-    dbias = bias.new_empty(bias.shape) if bias_grad else q.new_empty(0)
-    return _bshd_empty(q), _bshd_empty(q), _bshd_empty(q), dbias
-
-
-def _setup_context(ctx, inputs, output):
-    q, k, v, bias, mask, ctx.scale = inputs
-    out, lse = output
-    ctx.save_for_backward(q, k, v, bias, mask, out, lse)
-    ctx.mark_non_differentiable(lse)
-
-
-def _backward(ctx, grad_out, _grad_lse):
-    q, k, v, bias, mask, out, lse = ctx.saved_tensors
-    bias_grad = bias is not None and ctx.needs_input_grad[3]
-    dq, dk, dv, dbias = _attention_backward_op(grad_out, q, k, v, out, lse, bias, mask, ctx.scale, bias_grad)
-    return dq, dk, dv, dbias if bias_grad else None, None, None
-
-
-_attention_op.register_autograd(_backward, setup_context=_setup_context)
-
-
-# Swin-V2 cosine attention: thin ops over the same launchers (and kernels), COSINE on.
-@torch.library.custom_op("fastswin::cosine_window_attention_triton", mutates_args=())
-def _cosine_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, logit_scale: torch.Tensor,
-                         bias: Optional[torch.Tensor], mask: Optional[torch.Tensor],
-                         ) -> Tuple[torch.Tensor, torch.Tensor]:
-    return window_attention_forward(q, k, v, bias, mask, 1.0, logit_scale)
-
-
-@_cosine_attention_op.register_fake
-def _(q, k, v, logit_scale, bias, mask):
-    B_, heads, n, _ = q.shape
-    return _bshd_empty(q), q.new_empty(B_, heads, n, dtype=_accumulator(q.dtype)[0])
-
-
-@torch.library.custom_op("fastswin::cosine_window_attention_triton_backward", mutates_args=())
-def _cosine_attention_backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                                  out: torch.Tensor, lse: torch.Tensor, logit_scale: torch.Tensor,
-                                  bias: Optional[torch.Tensor], mask: Optional[torch.Tensor], bias_grad: bool,
-                                  logit_scale_grad: bool,
-                                  ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    dq, dk, dv, dbias, dscale = window_attention_backward(
-        grad_out, q, k, v, out, lse, bias, mask, 1.0, bias_grad, logit_scale=logit_scale,
-        logit_scale_grad=logit_scale_grad)
-    # Empty tensors stand for "no dbias" / "no dlogit_scale".
-    return dq, dk, dv, dbias if bias_grad else q.new_empty(0), dscale if logit_scale_grad else q.new_empty(0)
-
-
-@_cosine_attention_backward_op.register_fake
-def _(grad_out, q, k, v, out, lse, logit_scale, bias, mask, bias_grad, logit_scale_grad):
+def _(grad_out, q, k, v, out, lse, bias, mask, logit_scale, scale, bias_grad, logit_scale_grad):
     dbias = bias.new_empty(bias.shape) if bias_grad else q.new_empty(0)
     dscale = logit_scale.new_empty(logit_scale.shape) if logit_scale_grad else q.new_empty(0)
     return _bshd_empty(q), _bshd_empty(q), _bshd_empty(q), dbias, dscale
 
 
-def _cosine_setup_context(ctx, inputs, output):
-    q, k, v, logit_scale, bias, mask = inputs
+def _setup_context(ctx, inputs, output):
+    q, k, v, bias, mask, logit_scale, ctx.scale = inputs
     out, lse = output
-    ctx.save_for_backward(q, k, v, logit_scale, bias, mask, out, lse)
+    ctx.save_for_backward(q, k, v, bias, mask, logit_scale, out, lse)
     ctx.mark_non_differentiable(lse)
 
 
-def _cosine_backward(ctx, grad_out, _grad_lse):
-    q, k, v, logit_scale, bias, mask, out, lse = ctx.saved_tensors
-    bias_grad = bias is not None and ctx.needs_input_grad[4]
-    scale_grad = ctx.needs_input_grad[3]
-    dq, dk, dv, dbias, dscale = _cosine_attention_backward_op(grad_out, q, k, v, out, lse, logit_scale, bias, mask,
-                                                              bias_grad, scale_grad)
-    return dq, dk, dv, dscale if scale_grad else None, dbias if bias_grad else None, None
+def _backward(ctx, grad_out, _grad_lse):
+    q, k, v, bias, mask, logit_scale, out, lse = ctx.saved_tensors
+    bias_grad = bias is not None and ctx.needs_input_grad[3]
+    scale_grad = logit_scale is not None and ctx.needs_input_grad[5]
+    dq, dk, dv, dbias, dscale = _attention_backward_op(grad_out, q, k, v, out, lse, bias, mask, logit_scale,
+                                                       ctx.scale, bias_grad, scale_grad)
+    return dq, dk, dv, dbias if bias_grad else None, None, dscale if scale_grad else None, None
 
 
-_cosine_attention_op.register_autograd(_cosine_backward, setup_context=_cosine_setup_context)
+_attention_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # ----------------------------------------------------------------------------- public op
@@ -951,7 +905,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Op
     ])
     if name == "reference":
         return reference.window_attention(q, k, v, _as_dtype(bias, q.dtype), _as_dtype(mask, q.dtype), scale)
-    return _attention_op(q, k, v, bias, mask, scale)[0]
+    return _attention_op(q, k, v, bias, mask, None, scale)[0]
 
 
 def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, logit_scale: torch.Tensor,
@@ -1003,7 +957,7 @@ def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, l
     if name == "reference":
         return reference.cosine_window_attention(q, k, v, logit_scale.to(q.dtype), _as_dtype(bias, q.dtype),
                                                  _as_dtype(mask, q.dtype))
-    return _cosine_attention_op(q, k, v, logit_scale, bias, mask)[0]
+    return _attention_op(q, k, v, bias, mask, logit_scale, 1.0)[0]
 
 
 def _as_dtype(x: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
