@@ -2,9 +2,10 @@
 
     python benchmarks/collect_results.py OUT_DIR
 
-Reads OUT_DIR/tests.xml (pytest junit), OUT_DIR/pytest-benchmark.json and
-OUT_DIR/bench/results.json; writes OUT_DIR/gpu-validation.json with the
-environment (GPU, versions, date), the test summary and every figure.
+Reads OUT_DIR/tests.xml (pytest junit), OUT_DIR/check.log (`fastswin check` on
+the GPU), OUT_DIR/pytest-benchmark.json and OUT_DIR/bench/results.json; writes
+OUT_DIR/gpu-validation.json with the environment (GPU, versions, date), the test
+and check summaries and every figure.
 """
 import json
 import sys
@@ -24,6 +25,14 @@ def test_summary(path: Path) -> dict:
     return {key: int(suite.get(key, 0)) for key in ("tests", "failures", "errors", "skipped")} | {"failed": failed}
 
 
+def check_summary(path: Path) -> dict:
+    """`fastswin check`'s verdict: its summary line and every FAIL line."""
+    if not path.exists():
+        return {"error": f"{path.name} missing"}
+    lines = path.read_text().splitlines()
+    return {"summary": lines[-1] if lines else "", "failures": [line for line in lines if line.startswith("FAIL")]}
+
+
 def pytest_benchmarks(path: Path) -> list:
     if not path.exists():
         return []
@@ -38,6 +47,7 @@ def main(out: Path) -> None:
         "environment": info.environment(),
         "compiled": info.compiled_parts(),
         "tests": test_summary(out / "tests.xml"),
+        "check": check_summary(out / "check.log"),
         "fastswin_bench": json.loads(bench.read_text()) if bench.exists() else None,
         "pytest_benchmark": pytest_benchmarks(out / "pytest-benchmark.json"),
     }
