@@ -52,9 +52,9 @@ def parse_archs(text: str) -> Tuple[int, ...]:
 
 
 # Spills not yet removed, held to a bound so that they cannot grow unnoticed:
-# {(layout, arch, N): stack bytes}. The image-layout backward at Swin's 7x7 windows on
-# sm_90 holds its tokens' addressing besides the one-tile backward's tiles.
-KNOWN_SPILLS = {("image", 90, 49): 32}
+# {(layout, arch, N): stack bytes}. The image-layout cosine backward at Swin's 7x7
+# windows on sm_90 holds its tokens' addressing besides the one-tile backward's tiles.
+KNOWN_SPILLS = {("image", 90, 49): 16}
 
 
 def triton_rows(archs: Iterable[int], shapes: Sequence[Tuple[int, int]] = SWIN_ATTENTION_SHAPES,

@@ -14,11 +14,11 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 @triton.jit
 def _token_pixels_kernel(out_h, out_w, out_inside, out_region, height, width, windows_w, shift_h, shift_w,
                          N: tl.constexpr, BLOCK: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
-                         TIMM_ORDER: tl.constexpr):
+                         TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr):
     window = tl.program_id(0)
     tokens = tl.arange(0, BLOCK)
     h, w, inside = token_pixels(window, tokens, height, width, windows_w, shift_h, shift_w, WIN_H, WIN_W,
-                                TIMM_ORDER)
+                                TIMM_ORDER, PADDED)
     region = token_regions(window, tokens, height, width, windows_w, shift_h, shift_w, WIN_H, WIN_W)
     keep = tokens < N
     offsets = window * N + tokens
@@ -34,7 +34,8 @@ def run_token_pixels(height, width, window, shift, order):
     outs = [torch.full((nW, n), -7, dtype=torch.int32, device=DEVICE) for _ in range(4)]
     _token_pixels_kernel[(nW,)](*outs, height, width, -(-width // window[1]), shift[0], shift[1], N=n,
                                 BLOCK=triton.next_power_of_2(n), WIN_H=window[0], WIN_W=window[1],
-                                TIMM_ORDER=order == "timm")
+                                TIMM_ORDER=order == "timm",
+                                PADDED=height % window[0] != 0 or width % window[1] != 0)
     return [o.cpu() for o in outs]
 
 

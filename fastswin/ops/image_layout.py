@@ -48,13 +48,16 @@ def _rolled_position(window, tokens, windows_w, WIN_H: tl.constexpr, WIN_W: tl.c
 
 @triton.jit
 def token_pixels(window, tokens, height, width, windows_w, shift_h, shift_w,
-                 WIN_H: tl.constexpr, WIN_W: tl.constexpr, TIMM_ORDER: tl.constexpr):
+                 WIN_H: tl.constexpr, WIN_W: tl.constexpr, TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr):
     """For tokens (a block of token indices) of `window` (its index within the image):
     the pixel (h, w) each reads in the un-padded map and whether it is a real pixel (not
-    padding; h and w are then in range but unused)."""
+    padding; h and w are then in range but unused). PADDED: the map is not a multiple of
+    the window (else every token is a pixel, and both orders agree)."""
+    p_h, p_w = _rolled_position(window, tokens, windows_w, WIN_H, WIN_W)
+    if not PADDED:
+        return _wrap(p_h + shift_h, height), _wrap(p_w + shift_w, width), p_h >= 0
     padded_h = tl.cdiv(height, WIN_H) * WIN_H
     padded_w = tl.cdiv(width, WIN_W) * WIN_W
-    p_h, p_w = _rolled_position(window, tokens, windows_w, WIN_H, WIN_W)
     if TIMM_ORDER:
         inside = (p_h < height) & (p_w < width)
         h = _wrap(p_h + shift_h, height)

@@ -86,7 +86,8 @@ def _store_tile(ptr, stride_row, rows, cols, n_rows: tl.constexpr, n_cols: tl.co
 
 @triton.jit
 def _tokens(window, tokens, height, width, windows_w, shift_h, shift_w, N_CTX: tl.constexpr,
-            IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr, TIMM_ORDER: tl.constexpr):
+            IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr, TIMM_ORDER: tl.constexpr,
+            PADDED: tl.constexpr):
     """Where a block of a window's tokens lives: (row index in its tensor, whether the row
     is real).
 
@@ -96,7 +97,7 @@ def _tokens(window, tokens, height, width, windows_w, shift_h, shift_w, N_CTX: t
     in_window = tokens < N_CTX
     if IMAGE:
         h, w, inside = token_pixels(window, tokens, height, width, windows_w, shift_h, shift_w,
-                                    WIN_H, WIN_W, TIMM_ORDER)
+                                    WIN_H, WIN_W, TIMM_ORDER, PADDED)
         return h * width + w, in_window & inside
     else:
         return tokens, in_window
@@ -263,7 +264,7 @@ def _window_attention_fwd_kernel(
         N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
         COSINE: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
         ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
-        TIMM_ORDER: tl.constexpr, HAS_FILL: tl.constexpr):
+        TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr, HAS_FILL: tl.constexpr):
     """One program per (window b, head h): O[b, h] = softmax(S) V and lse[b, h] = logsumexp(S).
 
     Per query block, an online softmax over key blocks (one block when N <= BLOCK).
@@ -295,7 +296,7 @@ def _window_attention_fwd_kernel(
     for query_start in range(0, N_CTX, BLOCK):
         rows = query_start + tl.arange(0, BLOCK)
         q_index, q_real = _tokens(window, rows, height, width, windows_w, shift_h, shift_w, N_CTX,
-                                    IMAGE, WIN_H, WIN_W, TIMM_ORDER)
+                                    IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
         # Padding queries' outputs are never written, so they need no fill.
         q, q_norm = _normalized(_load_rows(Q, stride_qn, q_index, q_real, channels, HEAD_DIM), COSINE, ACC)
         row_max = tl.full((BLOCK,), float("-inf"), ACC)
@@ -304,7 +305,7 @@ def _window_attention_fwd_kernel(
         for key_start in range(0, N_CTX, BLOCK):
             keys = key_start + tl.arange(0, BLOCK)
             k_index, k_real = _tokens(window, keys, height, width, windows_w, shift_h, shift_w, N_CTX,
-                                        IMAGE, WIN_H, WIN_W, TIMM_ORDER)
+                                        IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
             k, k_norm = _normalized(_load_filled(K, stride_kn, k_index, k_real, keys, k_fill, channels, N_CTX,
                                                  HEAD_DIM, HAS_FILL), COSINE, ACC)
             v = _load_filled(V, stride_vn, k_index, k_real, keys, v_fill, channels, N_CTX, HEAD_DIM, HAS_FILL)
@@ -336,7 +337,8 @@ def _window_attention_bwd_kernel(
         COSINE: tl.constexpr, BIAS_GRAD: tl.constexpr, ATOMIC_DBIAS: tl.constexpr, SCALE_GRAD: tl.constexpr,
         ATOMIC_DSCALE: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
         ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
-        TIMM_ORDER: tl.constexpr, HAS_FILL: tl.constexpr, FILL_GRAD: tl.constexpr, ATOMIC_DFILL: tl.constexpr):
+        TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr, HAS_FILL: tl.constexpr, FILL_GRAD: tl.constexpr,
+        ATOMIC_DFILL: tl.constexpr):
     """One program per (group of windows_per_program windows, head h): dQ, dK, dV of each
     window, and the group's share of dbias[h] = sum of dS over its windows.
 
@@ -400,7 +402,7 @@ def _window_attention_bwd_kernel(
         for key_start in range(0, N_CTX, BLOCK):
             keys = key_start + tl.arange(0, BLOCK)
             k_index, k_real = _tokens(window, keys, height, width, windows_w, shift_h, shift_w, N_CTX,
-                                        IMAGE, WIN_H, WIN_W, TIMM_ORDER)
+                                        IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
             k, k_norm = _normalized(_load_filled(k_ptr, stride_kn, k_index, k_real, keys, k_fill, channels, N_CTX,
                                                  HEAD_DIM, HAS_FILL), COSINE, ACC)
             v = _load_filled(v_ptr, stride_vn, k_index, k_real, keys, v_fill, channels, N_CTX, HEAD_DIM, HAS_FILL)
@@ -409,7 +411,7 @@ def _window_attention_bwd_kernel(
             for query_start in range(0, N_CTX, BLOCK):
                 rows = query_start + tl.arange(0, BLOCK)
                 q_index, q_real = _tokens(window, rows, height, width, windows_w, shift_h, shift_w, N_CTX,
-                                            IMAGE, WIN_H, WIN_W, TIMM_ORDER)
+                                            IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
                 q, do, lse, delta = _query_block(q_ptr, o_ptr, do_ptr, lse_ptr, stride_qn, stride_on, stride_don,
                                                  rows, q_index, q_real, channels, N_CTX, HEAD_DIM, ACC)
                 q, q_norm = _normalized(q, COSINE, ACC)
@@ -445,7 +447,7 @@ def _window_attention_bwd_kernel(
             for query_start in range(0, N_CTX, BLOCK):
                 rows = query_start + tl.arange(0, BLOCK)
                 q_index, q_real = _tokens(window, rows, height, width, windows_w, shift_h, shift_w, N_CTX,
-                                            IMAGE, WIN_H, WIN_W, TIMM_ORDER)
+                                            IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
                 q, do, lse, delta = _query_block(q_ptr, o_ptr, do_ptr, lse_ptr, stride_qn, stride_on, stride_don,
                                                  rows, q_index, q_real, channels, N_CTX, HEAD_DIM, ACC)
                 q, q_norm = _normalized(q, COSINE, ACC)
@@ -453,7 +455,7 @@ def _window_attention_bwd_kernel(
                 for key_start in range(0, N_CTX, BLOCK):
                     keys = key_start + tl.arange(0, BLOCK)
                     k_index, k_real = _tokens(window, keys, height, width, windows_w, shift_h, shift_w, N_CTX,
-                                                IMAGE, WIN_H, WIN_W, TIMM_ORDER)
+                                                IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
                     k, k_norm = _normalized(_load_filled(k_ptr, stride_kn, k_index, k_real, keys, k_fill, channels,
                                                          N_CTX, HEAD_DIM, HAS_FILL), COSINE, ACC)
                     v = _load_filled(v_ptr, stride_vn, k_index, k_real, keys, v_fill, channels, N_CTX, HEAD_DIM,
@@ -617,13 +619,14 @@ class _Layout(NamedTuple):
 def _layout(q: torch.Tensor, image: Optional[ImageLayout]) -> _Layout:
     if image is None:
         return _Layout(q.shape[0], q.shape[2], (1, 1, 1, 1, 0, 0, 0),
-                       dict(IMAGE=False, WIN_H=1, WIN_W=1, TIMM_ORDER=False, HAS_FILL=False))
+                       dict(IMAGE=False, WIN_H=1, WIN_W=1, TIMM_ORDER=False, PADDED=False, HAS_FILL=False))
     (wh, ww), (sh, sw) = image.window, image.shift
     windows_w = -(-image.width // ww)
     per_image = -(-image.height // wh) * windows_w
     args = (image.height, image.width, windows_w, per_image, sh, sw, q.shape[1] * q.shape[3])
     return _Layout(q.shape[0] * per_image, wh * ww, args,
-                   dict(IMAGE=True, WIN_H=wh, WIN_W=ww, TIMM_ORDER=image.timm_order, HAS_FILL=image.reads_fill,
+                   dict(IMAGE=True, WIN_H=wh, WIN_W=ww, TIMM_ORDER=image.timm_order, PADDED=image.padded,
+                        HAS_FILL=image.reads_fill,
                         HAS_MASK=sh > 0 or sw > 0))
 
 
@@ -789,7 +792,7 @@ def kernel_specs(n: int, head_dim: int, dtype: torch.dtype, bias: bool = True, m
     common = {**_constexprs(cfg, head_dim, bias, mask, cosine, "tf32" if dtype == torch.float32 else "ieee",
                             tl.float32),
               **dict(IMAGE=image, WIN_H=window if image else 1, WIN_W=window if image else 1, TIMM_ORDER=False,
-                     HAS_FILL=image and padded)}
+                     PADDED=image and padded, HAS_FILL=image and padded)}
     backward = dict(BIAS_GRAD=bias, ATOMIC_DBIAS=cfg.single_tile, SCALE_GRAD=cosine, ATOMIC_DSCALE=cosine,
                     FILL_GRAD=image and padded, ATOMIC_DFILL=image and padded)
     specs = []
