@@ -131,6 +131,21 @@ def _load_filled(ptr, stride_row, index, real, tokens, fill_ptr, cols, N_CTX: tl
 
 
 @triton.jit
+def _key_block(K, V, stride_kn, stride_vn, k_fill, v_fill, keys, channels, window, height, width, windows_w,
+               shift_h, shift_w, N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, COSINE: tl.constexpr,
+               ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
+               TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr, HAS_FILL: tl.constexpr):
+    """A block of keys and values as every pass reads it: (k, ||k|| under COSINE, v, the
+    keys' row index, whether they are real rows)."""
+    k_index, k_real = _tokens(window, keys, height, width, windows_w, shift_h, shift_w, N_CTX,
+                              IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
+    k, k_norm = _normalized(_load_filled(K, stride_kn, k_index, k_real, keys, k_fill, channels, N_CTX,
+                                         HEAD_DIM, HAS_FILL), COSINE, ACC)
+    v = _load_filled(V, stride_vn, k_index, k_real, keys, v_fill, channels, N_CTX, HEAD_DIM, HAS_FILL)
+    return k, k_norm, v, k_index, k_real
+
+
+@triton.jit
 def _padding_sum(x, real, tokens, N_CTX: tl.constexpr):
     """Column sums of x over the window's padding tokens: their share of d(qkv_bias)."""
     padding = (tokens < N_CTX) & (real == 0)
@@ -304,11 +319,10 @@ def _window_attention_fwd_kernel(
         acc = tl.zeros((BLOCK, BLOCK_D), ACC)
         for key_start in range(0, N_CTX, BLOCK):
             keys = key_start + tl.arange(0, BLOCK)
-            k_index, k_real = _tokens(window, keys, height, width, windows_w, shift_h, shift_w, N_CTX,
-                                        IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
-            k, k_norm = _normalized(_load_filled(K, stride_kn, k_index, k_real, keys, k_fill, channels, N_CTX,
-                                                 HEAD_DIM, HAS_FILL), COSINE, ACC)
-            v = _load_filled(V, stride_vn, k_index, k_real, keys, v_fill, channels, N_CTX, HEAD_DIM, HAS_FILL)
+            k, k_norm, v, k_index, k_real = _key_block(
+                K, V, stride_kn, stride_vn, k_fill, v_fill, keys, channels, window, height, width,
+                windows_w, shift_h, shift_w, N_CTX, HEAD_DIM, COSINE, ACC, IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED,
+                HAS_FILL)
             additive = _additive(bias_ptr, mask_ptr, rows, keys, window, height, width, windows_w,
                                  shift_h, shift_w, N_CTX, HAS_BIAS, HAS_MASK, IMAGE, WIN_H, WIN_W, ACC)
             s = _logits(q, k, keys, scale, additive, N_CTX, PRECISION, ACC)
@@ -401,11 +415,10 @@ def _window_attention_bwd_kernel(
         mask_ptr = MASK + (b % mask_windows) * N_CTX * N_CTX
         for key_start in range(0, N_CTX, BLOCK):
             keys = key_start + tl.arange(0, BLOCK)
-            k_index, k_real = _tokens(window, keys, height, width, windows_w, shift_h, shift_w, N_CTX,
-                                        IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
-            k, k_norm = _normalized(_load_filled(k_ptr, stride_kn, k_index, k_real, keys, k_fill, channels, N_CTX,
-                                                 HEAD_DIM, HAS_FILL), COSINE, ACC)
-            v = _load_filled(v_ptr, stride_vn, k_index, k_real, keys, v_fill, channels, N_CTX, HEAD_DIM, HAS_FILL)
+            k, k_norm, v, k_index, k_real = _key_block(
+                k_ptr, v_ptr, stride_kn, stride_vn, k_fill, v_fill, keys, channels, window, height, width,
+                windows_w, shift_h, shift_w, N_CTX, HEAD_DIM, COSINE, ACC, IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED,
+                HAS_FILL)
             dk = tl.zeros((BLOCK, BLOCK_D), ACC)
             dv = tl.zeros((BLOCK, BLOCK_D), ACC)
             for query_start in range(0, N_CTX, BLOCK):
@@ -454,12 +467,10 @@ def _window_attention_bwd_kernel(
                 dq = tl.zeros((BLOCK, BLOCK_D), ACC)
                 for key_start in range(0, N_CTX, BLOCK):
                     keys = key_start + tl.arange(0, BLOCK)
-                    k_index, k_real = _tokens(window, keys, height, width, windows_w, shift_h, shift_w, N_CTX,
-                                                IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
-                    k, k_norm = _normalized(_load_filled(k_ptr, stride_kn, k_index, k_real, keys, k_fill, channels,
-                                                         N_CTX, HEAD_DIM, HAS_FILL), COSINE, ACC)
-                    v = _load_filled(v_ptr, stride_vn, k_index, k_real, keys, v_fill, channels, N_CTX, HEAD_DIM,
-                                     HAS_FILL)
+                    k, k_norm, v, k_index, k_real = _key_block(
+                        k_ptr, v_ptr, stride_kn, stride_vn, k_fill, v_fill, keys, channels, window, height, width,
+                        windows_w, shift_h, shift_w, N_CTX, HEAD_DIM, COSINE, ACC, IMAGE, WIN_H, WIN_W, TIMM_ORDER,
+                        PADDED, HAS_FILL)
                     additive = _additive(bias_ptr, mask_ptr, rows, keys, window, height, width, windows_w,
                                          shift_h, shift_w, N_CTX, HAS_BIAS, HAS_MASK, IMAGE, WIN_H, WIN_W, ACC)
                     p, ds = _score_grads(q, k, v, do, lse, delta, keys, scale, additive, N_CTX, PRECISION, ACC)
