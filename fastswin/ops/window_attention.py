@@ -249,16 +249,21 @@ def _logits(q, k, keys, scale, additive, N_CTX: tl.constexpr, PRECISION: tl.cons
 
 
 @triton.jit
-def _query_block(Q, O, DO, LSE, stride_qn, stride_on, stride_don, rows, index, real, channels,
-                 N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, ACC: tl.constexpr):
-    """What the backward needs of a block of queries: q, dO, lse and D = rowsum(dO * O).
+def _query_block(Q, O, DO, LSE, stride_qn, stride_on, stride_don, rows, channels, window, height, width,
+                 windows_w, shift_h, shift_w, N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, COSINE: tl.constexpr,
+                 ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
+                 TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr):
+    """What the backward needs of a block of queries: (q, ||q|| under COSINE, dO, lse,
+    D = rowsum(dO * O), the queries' row index, whether they are real rows).
 
     Padding queries (not real) read zeros: with dO = 0 they pass no gradient."""
-    q = _load_rows(Q, stride_qn, index, real, channels, HEAD_DIM)
+    index, real = _tokens(window, rows, height, width, windows_w, shift_h, shift_w, N_CTX,
+                          IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
+    q, q_norm = _normalized(_load_rows(Q, stride_qn, index, real, channels, HEAD_DIM), COSINE, ACC)
     do = _load_rows(DO, stride_don, index, real, channels, HEAD_DIM)
     o = _load_rows(O, stride_on, index, real, channels, HEAD_DIM)
     lse = tl.load(LSE + rows, mask=rows < N_CTX, other=0.0).to(ACC)
-    return q, do, lse, tl.sum(do.to(ACC) * o.to(ACC), 1)
+    return q, q_norm, do, lse, tl.sum(do.to(ACC) * o.to(ACC), 1), index, real
 
 
 @triton.jit
@@ -423,11 +428,10 @@ def _window_attention_bwd_kernel(
             dv = tl.zeros((BLOCK, BLOCK_D), ACC)
             for query_start in range(0, N_CTX, BLOCK):
                 rows = query_start + tl.arange(0, BLOCK)
-                q_index, q_real = _tokens(window, rows, height, width, windows_w, shift_h, shift_w, N_CTX,
-                                            IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
-                q, do, lse, delta = _query_block(q_ptr, o_ptr, do_ptr, lse_ptr, stride_qn, stride_on, stride_don,
-                                                 rows, q_index, q_real, channels, N_CTX, HEAD_DIM, ACC)
-                q, q_norm = _normalized(q, COSINE, ACC)
+                q, q_norm, do, lse, delta, q_index, q_real = _query_block(
+                    q_ptr, o_ptr, do_ptr, lse_ptr, stride_qn, stride_on, stride_don, rows, channels, window, height,
+                    width, windows_w, shift_h, shift_w, N_CTX, HEAD_DIM, COSINE, ACC, IMAGE, WIN_H, WIN_W, TIMM_ORDER,
+                    PADDED)
                 if HOLD_BIAS:
                     additive = bias
                     if HAS_MASK:
@@ -459,11 +463,10 @@ def _window_attention_bwd_kernel(
         if not SINGLE_TILE:
             for query_start in range(0, N_CTX, BLOCK):
                 rows = query_start + tl.arange(0, BLOCK)
-                q_index, q_real = _tokens(window, rows, height, width, windows_w, shift_h, shift_w, N_CTX,
-                                            IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
-                q, do, lse, delta = _query_block(q_ptr, o_ptr, do_ptr, lse_ptr, stride_qn, stride_on, stride_don,
-                                                 rows, q_index, q_real, channels, N_CTX, HEAD_DIM, ACC)
-                q, q_norm = _normalized(q, COSINE, ACC)
+                q, q_norm, do, lse, delta, q_index, q_real = _query_block(
+                    q_ptr, o_ptr, do_ptr, lse_ptr, stride_qn, stride_on, stride_don, rows, channels, window, height,
+                    width, windows_w, shift_h, shift_w, N_CTX, HEAD_DIM, COSINE, ACC, IMAGE, WIN_H, WIN_W, TIMM_ORDER,
+                    PADDED)
                 dq = tl.zeros((BLOCK, BLOCK_D), ACC)
                 for key_start in range(0, N_CTX, BLOCK):
                     keys = key_start + tl.arange(0, BLOCK)
