@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fastswin import aot
-from fastswin.compile_report import KNOWN_SPILLS
+from fastswin.compile_report import KNOWN_SPILLS, LAYOUTS
 from fastswin.ops.window_attention import kernel_specs
 
 pytestmark = pytest.mark.skipif(aot.cuda_tool("cuobjdump") is None,
@@ -19,7 +19,6 @@ ARCHS = (80, 90)
 TOKENS = (49, 64, 144)   # Swin's 7x7, SwinV2's 8x8 and 12x12 windows
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 VARIANTS = {"v1": False, "v2": True}  # v2: the cosine kernels (COSINE on, dlogit_scale by atomics)
-LAYOUTS = {"window": False, "image": True}  # image: shifted_window_attention's kernels, a map without padding
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +29,7 @@ def reports():
             for variant in VARIANTS for layout in LAYOUTS]
     jobs = [aot.CompileJob(spec.fn, spec.signature, spec.constexprs, arch, aligned=spec.aligned, **spec.launch)
             for arch, n, name, variant, layout in keys
-            for spec in kernel_specs(n, 32, DTYPES[name], cosine=VARIANTS[variant], arch=arch, image=LAYOUTS[layout])]
+            for spec in kernel_specs(n, 32, DTYPES[name], cosine=VARIANTS[variant], arch=arch, **LAYOUTS[layout])]
     done = aot.compile_kernels(jobs)
     return {key: tuple(done[2 * i: 2 * i + 2]) for i, key in enumerate(keys)}
 

@@ -15,23 +15,18 @@ position in the rolled, padded (Hp, Wp) map is p = (wy * wh + i, wx * ww + j).
 Its shift-mask region (tokens of different regions are masked with -100) is
 that of p in the padded map, per dimension 0 for p < P - win, 1 for
 p < P - shift, 2 beyond, as torchvision and timm build their masks; a
-dimension without shift is one region.
+dimension without shift is one region. Within one window only the last row
+(column) of windows sees two of them, so the kernels compare a window-local
+code instead (token_regions).
 
 The kernels take 0 <= shift < window (Swin's shifts), so every wrap-around is one
-subtraction. `token_pixels` is the Triton form; `token_pixels_reference` the
+subtraction. `token_rows` is the Triton form; `token_pixels_reference` the
 PyTorch one the tests compare it with.
 """
 import torch
 
 from fastswin import reference
 from fastswin.ops._triton import tl, triton
-
-
-@triton.jit
-def _region(p, padded, win: tl.constexpr, shift):
-    """Shift-mask region (0, 1, 2) of rolled positions p along one dimension."""
-    region = tl.where(p < padded - win, 0, tl.where(p < padded - shift, 1, 2))
-    return tl.where(shift > 0, region, 0)
 
 
 @triton.jit
@@ -47,40 +42,65 @@ def _rolled_position(window, tokens, windows_w, WIN_H: tl.constexpr, WIN_W: tl.c
 
 
 @triton.jit
-def token_pixels(window, tokens, height, width, windows_w, shift_h, shift_w,
-                 WIN_H: tl.constexpr, WIN_W: tl.constexpr, TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr):
-    """For tokens (a block of token indices) of `window` (its index within the image):
-    the pixel (h, w) each reads in the un-padded map and whether it is a real pixel (not
-    padding; h and w are then in range but unused). PADDED: the map is not a multiple of
-    the window (else every token is a pixel, and both orders agree)."""
-    p_h, p_w = _rolled_position(window, tokens, windows_w, WIN_H, WIN_W)
-    if not PADDED:
-        return _wrap(p_h + shift_h, height), _wrap(p_w + shift_w, width), p_h >= 0
-    padded_h = tl.cdiv(height, WIN_H) * WIN_H
-    padded_w = tl.cdiv(width, WIN_W) * WIN_W
-    if TIMM_ORDER:
-        inside = (p_h < height) & (p_w < width)
-        h = _wrap(p_h + shift_h, height)
-        w = _wrap(p_w + shift_w, width)
-    else:
-        h = _wrap(p_h + shift_h, padded_h)
-        w = _wrap(p_w + shift_w, padded_w)
-        inside = (h < height) & (w < width)
-        h = tl.where(inside, h, 0)
-        w = tl.where(inside, w, 0)
-    return h, w, inside
+def _padding_slot(window, windows_w, windows_h):
+    """Slot of a window that may hold padding tokens among those of its image: padding
+    lies in the last two rows and the last two columns of windows (a band of less than
+    a window, rolled by less than a window). The band's rows come first, then its
+    columns above them (padding_rows counts the slots); other windows get no slot of
+    their own, and hold no padding."""
+    row, col = window // windows_w, window % windows_w
+    first_row = tl.maximum(windows_h - 2, 0)
+    first_col = tl.maximum(windows_w - 2, 0)
+    in_rows = (row - first_row) * windows_w + col
+    in_cols = (windows_h - first_row) * windows_w + row * (windows_w - first_col) + (col - first_col)
+    return tl.where(row >= first_row, in_rows, in_cols)
+
+
+def padding_rows(height: int, width: int, window) -> int:
+    """Rows per image that token_rows gives padding tokens: N per _padding_slot."""
+    windows_h, windows_w = -(-height // window[0]), -(-width // window[1])
+    rows_band, cols_band = min(2, windows_h), min(2, windows_w)
+    return (rows_band * windows_w + (windows_h - rows_band) * cols_band) * window[0] * window[1]
 
 
 @triton.jit
-def token_regions(window, tokens, height, width, windows_w, shift_h, shift_w,
-                  WIN_H: tl.constexpr, WIN_W: tl.constexpr):
-    """Shift-mask region ids of tokens of `window` (the same in both orders). Kept apart
-    from token_pixels so that kernels compute them where the mask is added, in that
-    tile's layout, rather than carry them from the loads."""
+def token_rows(window, tokens, height, width, windows_w, shift_h, shift_w,
+               WIN_H: tl.constexpr, WIN_W: tl.constexpr, TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr):
+    """For tokens (a block of token indices) of `window` (its index within the image):
+    (row, real). A real token is pixel (h, w) of the un-padded map, row h * W + w; a
+    padding token gets row slot * N + token (_padding_slot), one of padding_rows rows
+    of its own, where the backward stores its gradient. PADDED: the map is not a
+    multiple of the window (else every token is a pixel, and both orders agree)."""
     p_h, p_w = _rolled_position(window, tokens, windows_w, WIN_H, WIN_W)
+    if not PADDED:
+        h, w = _wrap(p_h + shift_h, height), _wrap(p_w + shift_w, width)
+        return h * width + w, tl.full(p_h.shape, True, tl.int1)
     padded_h = tl.cdiv(height, WIN_H) * WIN_H
     padded_w = tl.cdiv(width, WIN_W) * WIN_W
-    return _region(p_h, padded_h, WIN_H, shift_h) * 3 + _region(p_w, padded_w, WIN_W, shift_w)
+    if TIMM_ORDER:
+        real = (p_h < height) & (p_w < width)
+        h, w = _wrap(p_h + shift_h, height), _wrap(p_w + shift_w, width)
+    else:
+        h, w = _wrap(p_h + shift_h, padded_h), _wrap(p_w + shift_w, padded_w)
+        real = (h < height) & (w < width)
+    slot = _padding_slot(window, windows_w, padded_h // WIN_H)
+    return tl.where(real, h * width + w, slot * (WIN_H * WIN_W) + tokens), real
+
+
+@triton.jit
+def token_regions(window, tokens, windows_w, windows_per_image, shift_h, shift_w,
+                  WIN_H: tl.constexpr, WIN_W: tl.constexpr):
+    """Shift-mask region codes of tokens of `window` (the same in both orders): tokens
+    with different codes are masked from each other. Only the last row (column) of
+    windows holds rolled positions of two regions along h (w), split at token row
+    WIN_H - shift_h (column WIN_W - shift_w); every other window is one region along it.
+    Kept apart from token_rows so that kernels compute them where the mask is applied,
+    in the logits' layout, rather than carry them from the loads."""
+    last_row = window >= windows_per_image - windows_w
+    last_col = window % windows_w == windows_w - 1
+    below = last_row & (tokens // WIN_W >= WIN_H - shift_h)
+    right = last_col & (tokens % WIN_W >= WIN_W - shift_w)
+    return below.to(tl.int32) * 2 + right.to(tl.int32)
 
 
 def token_pixels_reference(height: int, width: int, window_size, shift_size, order: str):

@@ -56,7 +56,7 @@ import torch
 from fastswin import reference
 from fastswin.backends import requested_backend, select_backend, triton_reason
 from fastswin.ops._triton import tl, triton
-from fastswin.ops.image_layout import token_pixels, token_regions
+from fastswin.ops.image_layout import padding_rows, token_regions, token_rows
 
 MAX_TOKENS = 256
 HEAD_DIM_RANGE = (16, 128)
@@ -92,13 +92,13 @@ def _tokens(window, tokens, height, width, windows_w, shift_h, shift_w, N_CTX: t
     is real).
 
     Window layout: rows of the (B_, heads, N, d) tensors, real inside the window. IMAGE:
-    rows of the (B, heads, H * W, d) view of the un-partitioned map, real unless padding
-    (fastswin.ops.image_layout)."""
+    rows of the (B, heads, H * W, d) view of the un-partitioned map, real unless padding,
+    which gets a row of its own in a separate buffer (fastswin.ops.image_layout.token_rows)."""
     in_window = tokens < N_CTX
     if IMAGE:
-        h, w, inside = token_pixels(window, tokens, height, width, windows_w, shift_h, shift_w,
-                                    WIN_H, WIN_W, TIMM_ORDER, PADDED)
-        return h * width + w, in_window & inside
+        row, real = token_rows(window, tokens, height, width, windows_w, shift_h, shift_w,
+                               WIN_H, WIN_W, TIMM_ORDER, PADDED)
+        return row.to(tl.int64), in_window & real
     else:
         return tokens, in_window
 
@@ -115,6 +115,20 @@ def _store_rows(ptr, stride_row, index, real, cols, n_cols: tl.constexpr, value)
     """ptr[index, cols] = value (cast to ptr's type) for real rows."""
     inside = real[:, None] & (cols[None, :] < n_cols)
     tl.store(ptr + index[:, None] * stride_row + cols[None, :], value.to(ptr.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _store_key_rows(ptr, stride_row, pad_ptr, pad_stride, index, real, tokens, cols, N_CTX: tl.constexpr,
+                    n_cols: tl.constexpr, PADDING: tl.constexpr, value):
+    """_store_rows, and with PADDING the window's padding rows too, to pad_ptr[index, cols]
+    (their gradient for d(qkv_bias)): one store, so that value's layout is converted once."""
+    if PADDING:
+        # Rows of 16-byte aligned tensors either way, which the select hides from the compiler.
+        rows = tl.multiple_of(tl.where(real, ptr + index * stride_row, pad_ptr + index * pad_stride), 16)
+        inside = (tokens[:, None] < N_CTX) & (cols[None, :] < n_cols)
+        tl.store(rows[:, None] + cols[None, :], value.to(ptr.dtype.element_ty), mask=inside)
+    else:
+        _store_rows(ptr, stride_row, index, real, cols, n_cols, value)
 
 
 @triton.jit
@@ -146,13 +160,6 @@ def _key_block(K, V, stride_kn, stride_vn, k_fill, v_fill, keys, channels, windo
 
 
 @triton.jit
-def _padding_sum(x, real, tokens, N_CTX: tl.constexpr):
-    """Column sums of x over the window's padding tokens: their share of d(qkv_bias)."""
-    padding = (tokens < N_CTX) & (real == 0)
-    return tl.sum(tl.where(padding[:, None], x, 0.0), 0)
-
-
-@triton.jit
 def _load_pairs(ptr, rows, keys, N_CTX: tl.constexpr, ACC: tl.constexpr):
     """ptr[rows, keys] of a contiguous (N, N) bias or mask as ACC, zero outside the window.
 
@@ -162,31 +169,28 @@ def _load_pairs(ptr, rows, keys, N_CTX: tl.constexpr, ACC: tl.constexpr):
 
 
 @triton.jit
-def _mask(mask_ptr, rows, keys, window, height, width, windows_w, shift_h, shift_w, N_CTX: tl.constexpr,
-          IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr, ACC: tl.constexpr):
-    """The shift mask on one (query, key) tile: this window's (N, N) mask tensor, or
-    (IMAGE) -100 between tokens of different regions, computed here in the tile's layout."""
-    if IMAGE:
-        row_region = token_regions(window, rows, height, width, windows_w, shift_h, shift_w, WIN_H, WIN_W)
-        key_region = token_regions(window, keys, height, width, windows_w, shift_h, shift_w, WIN_H, WIN_W)
-        return tl.where(row_region[:, None] != key_region[None, :], -100.0, 0.0).to(ACC)
-    else:
-        return _load_pairs(mask_ptr, rows, keys, N_CTX, ACC)
-
-
-@triton.jit
-def _additive(bias_ptr, mask_ptr, rows, keys, window, height, width, windows_w, shift_h, shift_w,
+def _additive(bias_ptr, mask_ptr, rows, keys, window, windows_w, windows_per_image, shift_h, shift_w,
               N_CTX: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, IMAGE: tl.constexpr,
               WIN_H: tl.constexpr, WIN_W: tl.constexpr, ACC: tl.constexpr):
-    """bias + mask on one (query, key) tile; bias_ptr and mask_ptr point at this head's
-    bias and this window's mask."""
+    """What is added to scale * q k^T on one (query, key) tile: (a tile, the rows' and
+    the keys' shift-mask region codes); bias_ptr and mask_ptr point at this head's bias
+    and this window's mask.
+
+    The tile holds the bias and the window layout's mask tensor. The image layout's
+    mask is -100 between tokens of different regions (token_regions); it is applied
+    to the logits by _logits, in their own layout, rather than built as a tile here
+    (which cost a 64 x 64 fp32 layout conversion and, in the sm_90 cosine backward,
+    spills). Without it the codes are zeros and that step folds away."""
     additive = tl.zeros((rows.shape[0], keys.shape[0]), ACC)
     if HAS_BIAS:
         additive += _load_pairs(bias_ptr, rows, keys, N_CTX, ACC)
-    if HAS_MASK:
-        additive += _mask(mask_ptr, rows, keys, window, height, width, windows_w, shift_h, shift_w,
-                          N_CTX, IMAGE, WIN_H, WIN_W, ACC)
-    return additive
+    if HAS_MASK and not IMAGE:
+        additive += _load_pairs(mask_ptr, rows, keys, N_CTX, ACC)
+    if HAS_MASK and IMAGE:
+        return (additive, token_regions(window, rows, windows_w, windows_per_image, shift_h, shift_w, WIN_H, WIN_W),
+                token_regions(window, keys, windows_w, windows_per_image, shift_h, shift_w, WIN_H, WIN_W))
+    else:
+        return additive, tl.zeros_like(rows), tl.zeros_like(keys)
 
 
 @triton.jit
@@ -241,9 +245,12 @@ def _head_scale(scale, LOGIT_SCALE, h, COSINE: tl.constexpr, ACC: tl.constexpr):
 
 
 @triton.jit
-def _logits(q, k, keys, scale, additive, N_CTX: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr):
-    """S = scale * q k^T + additive on one (query, key) tile, -inf in padded key columns."""
+def _logits(q, k, keys, scale, additive, row_region, key_region, N_CTX: tl.constexpr, PRECISION: tl.constexpr,
+            ACC: tl.constexpr):
+    """S = scale * q k^T + additive, - 100 between regions (see _additive), on one
+    (query, key) tile; -inf in padded key columns."""
     s = tl.dot(q, tl.trans(k), input_precision=PRECISION, out_dtype=ACC) * scale + additive
+    s = tl.where(row_region[:, None] != key_region[None, :], s - 100.0, s)
     # Padded query rows stay finite (q and the additive terms are zero there), so no NaN arises.
     return tl.where(keys[None, :] < N_CTX, s, float("-inf"))
 
@@ -267,10 +274,10 @@ def _query_block(Q, O, DO, LSE, stride_qn, stride_on, stride_don, rows, channels
 
 
 @triton.jit
-def _score_grads(q, k, v, do, lse, delta, keys, scale, additive, N_CTX: tl.constexpr,
+def _score_grads(q, k, v, do, lse, delta, keys, scale, additive, row_region, key_region, N_CTX: tl.constexpr,
                  PRECISION: tl.constexpr, ACC: tl.constexpr):
     """P = exp(S - lse) and dS = P * (dO V^T - D) on one (query, key) tile."""
-    p = tl.exp(_logits(q, k, keys, scale, additive, N_CTX, PRECISION, ACC) - lse[:, None])
+    p = tl.exp(_logits(q, k, keys, scale, additive, row_region, key_region, N_CTX, PRECISION, ACC) - lse[:, None])
     dp = tl.dot(do, tl.trans(v), input_precision=PRECISION, out_dtype=ACC)
     return p, p * (dp - delta[:, None])
 
@@ -302,7 +309,7 @@ def _window_attention_fwd_kernel(
     h = pid % heads
     scale, through = _head_scale(scale, LOGIT_SCALE, h, COSINE, ACC)
     image = b // windows_per_image if IMAGE else b
-    window = b % windows_per_image
+    window = (b % windows_per_image).to(tl.int32)
     Q += image * stride_qb + h * stride_qh
     K += image * stride_kb + h * stride_kh
     V += image * stride_vb + h * stride_vh
@@ -328,9 +335,10 @@ def _window_attention_fwd_kernel(
                 K, V, stride_kn, stride_vn, k_fill, v_fill, keys, channels, window, height, width,
                 windows_w, shift_h, shift_w, N_CTX, HEAD_DIM, COSINE, ACC, IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED,
                 HAS_FILL)
-            additive = _additive(bias_ptr, mask_ptr, rows, keys, window, height, width, windows_w,
-                                 shift_h, shift_w, N_CTX, HAS_BIAS, HAS_MASK, IMAGE, WIN_H, WIN_W, ACC)
-            s = _logits(q, k, keys, scale, additive, N_CTX, PRECISION, ACC)
+            additive, row_region, key_region = _additive(
+                bias_ptr, mask_ptr, rows, keys, window, windows_w, windows_per_image, shift_h, shift_w, N_CTX,
+                HAS_BIAS, HAS_MASK, IMAGE, WIN_H, WIN_W, ACC)
+            s = _logits(q, k, keys, scale, additive, row_region, key_region, N_CTX, PRECISION, ACC)
             # Every key block holds at least one real key, so new_max is finite.
             new_max = tl.maximum(row_max, tl.max(s, 1))
             rescale = tl.exp(row_max - new_max)
@@ -345,19 +353,18 @@ def _window_attention_fwd_kernel(
 
 @triton.jit
 def _window_attention_bwd_kernel(
-        Q, K, V, BIAS, MASK, LOGIT_SCALE, FILL, OUT, LSE, DOUT, DQ, DK, DV, DBIAS, DLOGIT_SCALE, DFILL,
+        Q, K, V, BIAS, MASK, LOGIT_SCALE, FILL, OUT, LSE, DOUT, DQ, DK, DV, DBIAS, DLOGIT_SCALE, DPAD,
         stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
         stride_ob, stride_oh, stride_on, stride_dob, stride_doh, stride_don,
         stride_dqb, stride_dqh, stride_dqn, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
-        stride_dbias_slot, stride_dscale_slot, stride_dfill_slot, windows, heads, mask_windows,
+        stride_dbias_slot, stride_dscale_slot, stride_dpad_b, windows, heads, mask_windows,
         windows_per_program, scale, height, width, windows_w, windows_per_image, shift_h, shift_w,
         channels_per_part,
         N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
         COSINE: tl.constexpr, BIAS_GRAD: tl.constexpr, ATOMIC_DBIAS: tl.constexpr, SCALE_GRAD: tl.constexpr,
         ATOMIC_DSCALE: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
         ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
-        TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr, HAS_FILL: tl.constexpr, FILL_GRAD: tl.constexpr,
-        ATOMIC_DFILL: tl.constexpr):
+        TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr, HAS_FILL: tl.constexpr, FILL_GRAD: tl.constexpr):
     """One program per (group of windows_per_program windows, head h): dQ, dK, dV of each
     window, and the group's share of dbias[h] = sum of dS over its windows.
 
@@ -379,10 +386,11 @@ def _window_attention_bwd_kernel(
     ACC-typed (slots, heads), contiguous.
 
     IMAGE: the tensors are (B, heads, H * W, d) views of the un-partitioned maps, as in
-    the forward; dQ, dK, dV of padding tokens are not written, and FILL_GRAD sums the
-    padding keys' dK and values' dV (the qkv bias's share) over the group, then adds
-    them atomically into DFILL slot 0 (ATOMIC_DFILL) or stores them in the group's
-    slot; DFILL is ACC-typed (slots, 3 * channels_per_part), contiguous.
+    the forward; dQ, dK, dV of padding tokens are not written there. FILL_GRAD: the
+    padding keys' dK and values' dV (what the qkv bias they read receives) are stored
+    at their own rows (token_rows) of DPAD, (B, padding rows, 2 * channels_per_part),
+    k's then v's channels, row stride 2 * channels_per_part: no atomics, no registers
+    held across windows; the caller sums it (zeroed: rows of real tokens stay 0).
     """
     group = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1).to(tl.int64)
@@ -393,8 +401,6 @@ def _window_attention_bwd_kernel(
     dbias_ptr = DBIAS + group * stride_dbias_slot + h * N_CTX * N_CTX
     dbias = tl.zeros((BLOCK, BLOCK), ACC)
     dscale = tl.zeros((BLOCK,), ACC)
-    dk_fill = tl.zeros((BLOCK_D,), ACC)
-    dv_fill = tl.zeros((BLOCK_D,), ACC)
     k_fill = FILL + channels_per_part + h * HEAD_DIM
     v_fill = k_fill + channels_per_part
     # One tile: the bias is the same for every window, so it is loaded once (which
@@ -409,7 +415,7 @@ def _window_attention_bwd_kernel(
     first = group * windows_per_program
     for b in range(first, tl.minimum(first + windows_per_program, windows)):
         image = b // windows_per_image if IMAGE else b
-        window = b % windows_per_image
+        window = (b % windows_per_image).to(tl.int32)
         q_ptr = Q + image * stride_qb + h * stride_qh
         k_ptr = K + image * stride_kb + h * stride_kh
         v_ptr = V + image * stride_vb + h * stride_vh
@@ -432,15 +438,13 @@ def _window_attention_bwd_kernel(
                     q_ptr, o_ptr, do_ptr, lse_ptr, stride_qn, stride_on, stride_don, rows, channels, window, height,
                     width, windows_w, shift_h, shift_w, N_CTX, HEAD_DIM, COSINE, ACC, IMAGE, WIN_H, WIN_W, TIMM_ORDER,
                     PADDED)
+                additive, row_region, key_region = _additive(
+                    bias_ptr, mask_ptr, rows, keys, window, windows_w, windows_per_image, shift_h, shift_w, N_CTX,
+                    HAS_BIAS and not HOLD_BIAS, HAS_MASK, IMAGE, WIN_H, WIN_W, ACC)
                 if HOLD_BIAS:
-                    additive = bias
-                    if HAS_MASK:
-                        additive += _mask(mask_ptr, rows, keys, window, height, width, windows_w, shift_h, shift_w,
-                                          N_CTX, IMAGE, WIN_H, WIN_W, ACC)
-                else:
-                    additive = _additive(bias_ptr, mask_ptr, rows, keys, window, height, width, windows_w,
-                                         shift_h, shift_w, N_CTX, HAS_BIAS, HAS_MASK, IMAGE, WIN_H, WIN_W, ACC)
-                p, ds = _score_grads(q, k, v, do, lse, delta, keys, scale, additive, N_CTX, PRECISION, ACC)
+                    additive += bias
+                p, ds = _score_grads(q, k, v, do, lse, delta, keys, scale, additive, row_region, key_region, N_CTX,
+                                     PRECISION, ACC)
                 dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION, out_dtype=ACC)
                 dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION, out_dtype=ACC)
                 if SINGLE_TILE:
@@ -455,11 +459,11 @@ def _window_attention_bwd_kernel(
                     partial = _load_tile(dbias_ptr, N_CTX, rows, keys, N_CTX, N_CTX)
                     _store_tile(dbias_ptr, N_CTX, rows, keys, N_CTX, N_CTX, partial + ds)
             dk = _through_normalize(dk * scale, k, k_norm, COSINE, ACC)
-            _store_rows(DK + image * stride_dkb + h * stride_dkh, stride_dkn, k_index, k_real, channels, HEAD_DIM, dk)
-            _store_rows(DV + image * stride_dvb + h * stride_dvh, stride_dvn, k_index, k_real, channels, HEAD_DIM, dv)
-            if FILL_GRAD:
-                dk_fill += _padding_sum(dk, k_real, keys, N_CTX)
-                dv_fill += _padding_sum(dv, k_real, keys, N_CTX)
+            dpad_ptr = DPAD + image * stride_dpad_b + h * HEAD_DIM
+            _store_key_rows(DK + image * stride_dkb + h * stride_dkh, stride_dkn, dpad_ptr, 2 * channels_per_part,
+                            k_index, k_real, keys, channels, N_CTX, HEAD_DIM, FILL_GRAD, dk)
+            _store_key_rows(DV + image * stride_dvb + h * stride_dvh, stride_dvn, dpad_ptr + channels_per_part,
+                            2 * channels_per_part, k_index, k_real, keys, channels, N_CTX, HEAD_DIM, FILL_GRAD, dv)
         if not SINGLE_TILE:
             for query_start in range(0, N_CTX, BLOCK):
                 rows = query_start + tl.arange(0, BLOCK)
@@ -474,9 +478,11 @@ def _window_attention_bwd_kernel(
                         k_ptr, v_ptr, stride_kn, stride_vn, k_fill, v_fill, keys, channels, window, height, width,
                         windows_w, shift_h, shift_w, N_CTX, HEAD_DIM, COSINE, ACC, IMAGE, WIN_H, WIN_W, TIMM_ORDER,
                         PADDED, HAS_FILL)
-                    additive = _additive(bias_ptr, mask_ptr, rows, keys, window, height, width, windows_w,
-                                         shift_h, shift_w, N_CTX, HAS_BIAS, HAS_MASK, IMAGE, WIN_H, WIN_W, ACC)
-                    p, ds = _score_grads(q, k, v, do, lse, delta, keys, scale, additive, N_CTX, PRECISION, ACC)
+                    additive, row_region, key_region = _additive(
+                        bias_ptr, mask_ptr, rows, keys, window, windows_w, windows_per_image, shift_h, shift_w, N_CTX,
+                        HAS_BIAS, HAS_MASK, IMAGE, WIN_H, WIN_W, ACC)
+                    p, ds = _score_grads(q, k, v, do, lse, delta, keys, scale, additive, row_region, key_region,
+                                         N_CTX, PRECISION, ACC)
                     dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION, out_dtype=ACC)
                 dq *= scale
                 if SCALE_GRAD:
@@ -499,15 +505,6 @@ def _window_attention_bwd_kernel(
             tl.atomic_add(dscale_ptr, dscale_total)
         else:
             tl.store(dscale_ptr, dscale_total)
-    if FILL_GRAD:
-        dfill_ptr = DFILL + group * stride_dfill_slot + channels_per_part + h * HEAD_DIM + channels
-        real_channels = channels < HEAD_DIM
-        if ATOMIC_DFILL:
-            tl.atomic_add(dfill_ptr, dk_fill, mask=real_channels)
-            tl.atomic_add(dfill_ptr + channels_per_part, dv_fill, mask=real_channels)
-        else:
-            tl.store(dfill_ptr, dk_fill, mask=real_channels)
-            tl.store(dfill_ptr + channels_per_part, dv_fill, mask=real_channels)
 
 
 # ----------------------------------------------------------------------------- launchers
@@ -618,6 +615,11 @@ class ImageLayout(NamedTuple):
     def reads_fill(self) -> bool:
         """Padding tokens read the fill: compiled in only where the map has padding."""
         return self.fill is not None and self.padded
+
+    @property
+    def padding_rows(self) -> int:
+        """Rows per image of the buffer for padding tokens' gradients (token_rows)."""
+        return padding_rows(self.height, self.width, self.window)
 
 
 class _Layout(NamedTuple):
@@ -747,35 +749,42 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
     if scale_grad:
         dscale_slots = (torch.zeros if atomic_dscale else torch.empty)(
             1 if atomic_dscale else groups, heads, device=q.device, dtype=_accumulator(q.dtype)[0])
-    # d(fill): the padding keys' dK and values' dV per program, added atomically or stored
-    # in its slot; zeroed, as the q part is never written (padding queries pass no
-    # gradient), and all zero where the map has no padding (the kernel then skips it).
+    # d(fill): the padding keys' dK and values' dV, a row per padding token, summed here;
+    # its q part stays zero (padding queries pass no gradient), as does all of it where
+    # the map has no padding (the kernel then skips it).
     fill_grad = fill_grad and image is not None and image.fill is not None
     reads_fill = image is not None and image.reads_fill
-    atomic_dfill = reads_fill and fill_grad and not deterministic
-    dfill_slots = dbias_slots
-    if fill_grad:
-        dfill_slots = torch.zeros(1 if atomic_dfill or not reads_fill else groups, image.fill.numel(),
-                                  device=q.device, dtype=_accumulator(q.dtype)[0])
+    dpad = dbias_slots
+    if fill_grad and reads_fill:
+        dpad = q.new_zeros(q.shape[0], image.padding_rows, 2 * heads * d)
     dq, dk, dv = grads if grads is not None else (_bshd_empty(q), _bshd_empty(q), _bshd_empty(q))
     fill = image.fill if reads_fill else q
     with _device_guard(q.device):
         _window_attention_bwd_kernel[(groups, heads)](
             q, k, v, _pairs(bias, q), _pairs(mask, q), _per_head(logit_scale, q), fill, out, lse, grad_out,
-            dq, dk, dv, dbias_slots, dscale_slots, dfill_slots,
+            dq, dk, dv, dbias_slots, dscale_slots, dpad,
             *q.stride()[:3], *k.stride()[:3], *v.stride()[:3], *out.stride()[:3], *grad_out.stride()[:3],
             *dq.stride()[:3], *dk.stride()[:3], *dv.stride()[:3], 0 if atomic else dbias_slots.stride(0),
-            0 if atomic_dscale else dscale_slots.stride(0), 0 if atomic_dfill else dfill_slots.stride(0),
+            0 if atomic_dscale else dscale_slots.stride(0), dpad.stride(0),
             B_, heads, 1 if mask is None else mask.shape[0], group_size, scale, *layout.args,
             BIAS_GRAD=bias_grad, ATOMIC_DBIAS=atomic, SCALE_GRAD=scale_grad, ATOMIC_DSCALE=atomic_dscale,
-            FILL_GRAD=fill_grad and reads_fill, ATOMIC_DFILL=atomic_dfill,
+            FILL_GRAD=fill_grad and reads_fill,
             **_launch_constexprs(q, layout, bias, mask, logit_scale), **cfg.backward_launch)
     grads_out = (dq, dk, dv, dbias_slots.sum(0).to(bias.dtype) if bias_grad else None)
     if logit_scale is not None:
         grads_out += (dscale_slots.sum(0).reshape(logit_scale.shape).to(logit_scale.dtype) if scale_grad else None,)
     if image is not None:
-        grads_out += (dfill_slots.sum(0).to(image.fill.dtype) if fill_grad else None,)
+        dfill = None
+        if fill_grad:
+            dfill = _fill_grad(dpad, image.fill) if reads_fill else torch.zeros_like(image.fill)
+        grads_out += (dfill,)
     return grads_out
+
+
+def _fill_grad(dpad: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+    """d(fill) (3C,) from the padding tokens' dK and dV (B, padding rows, 2C)."""
+    return torch.cat([fill.new_zeros(fill.numel() - dpad.shape[-1]),
+                      dpad.sum((0, 1), dtype=_accumulator(dpad.dtype)[0]).to(fill.dtype)])
 
 
 class KernelSpec(NamedTuple):
@@ -808,19 +817,20 @@ def kernel_specs(n: int, head_dim: int, dtype: torch.dtype, bias: bool = True, m
               **dict(IMAGE=image, WIN_H=window if image else 1, WIN_W=window if image else 1, TIMM_ORDER=False,
                      PADDED=image and padded, HAS_FILL=image and padded)}
     backward = dict(BIAS_GRAD=bias, ATOMIC_DBIAS=cfg.single_tile, SCALE_GRAD=cosine, ATOMIC_DSCALE=cosine,
-                    FILL_GRAD=image and padded, ATOMIC_DFILL=image and padded)
+                    FILL_GRAD=image and padded)
     specs = []
     for fn, extra, launch in (
             (_window_attention_fwd_kernel, {}, cfg.forward_launch),
             (_window_attention_bwd_kernel, backward, cfg.backward_launch)):
         constexprs = {**common, **extra}
-        fp32 = ("LSE", "DBIAS", "LOGIT_SCALE", "DLOGIT_SCALE", "DFILL")
+        fp32 = ("LSE", "DBIAS", "LOGIT_SCALE", "DLOGIT_SCALE")
         pointers = {name: "*fp32" if name in fp32 else "*" + _TRITON_TYPES[dtype]
                     for name in fn.arg_names if name.isupper() and name not in constexprs}
         # What the JIT sees as 16-divisible in a Swin block (head_dim a multiple of
-        # 16): the pointers and the strides of the (.., N, d) tensors.
+        # 16): the pointers, the strides of the (.., N, d) tensors and C = heads * head_dim.
         aligned = tuple(name for name in fn.arg_names
-                        if name in pointers or (name.startswith("stride_") and not name.endswith("_slot")))
+                        if name in pointers or name == "channels_per_part"
+                        or (name.startswith("stride_") and not name.endswith("_slot")))
         specs.append(KernelSpec(fn, signature(fn, pointers, constexprs, floats=("scale",)), constexprs,
                                 launch, aligned))
     return tuple(specs)
