@@ -494,7 +494,7 @@ def _window_attention_bwd_kernel(
         inside = (pairs[:, None] < N_CTX) & (pairs[None, :] < N_CTX)
         offsets = pairs[:, None] * N_CTX + pairs[None, :]
         if ATOMIC_DBIAS:
-            tl.atomic_add(dbias_ptr + offsets, dbias, mask=inside)
+            tl.atomic_add(dbias_ptr + offsets, dbias, mask=inside, sem="relaxed")
         else:
             tl.store(dbias_ptr + offsets, dbias, mask=inside)
     if SCALE_GRAD:
@@ -502,7 +502,7 @@ def _window_attention_bwd_kernel(
         dscale_total = tl.sum(dscale, 0) * through
         dscale_ptr = DLOGIT_SCALE + group * stride_dscale_slot + h
         if ATOMIC_DSCALE:
-            tl.atomic_add(dscale_ptr, dscale_total)
+            tl.atomic_add(dscale_ptr, dscale_total, sem="relaxed")
         else:
             tl.store(dscale_ptr, dscale_total)
 
