@@ -66,7 +66,7 @@ def cmd_compile_report(args) -> int:
         print(f"NO TENSOR CORES {r.kernel} [{r.config}] sm_{r.arch}")
     print(f"{len(rows)} kernels, {len(spilled)} spilling, {len(known)} known spills, "
           f"{len(missing_tc)} without tensor-core instructions")
-    return 1 if spilled else 0
+    return 1 if spilled or missing_tc else 0
 
 
 def cmd_profile(args) -> int:

@@ -56,11 +56,12 @@ def parse_archs(text: str) -> Tuple[int, ...]:
 LAYOUTS = {"window": dict(image=False), "image": dict(image=True), "padded": dict(image=True, padded=True)}
 
 # Spills not yet removed, held to a bound so that they cannot grow unnoticed:
-# {(layout, arch, N): stack bytes}. Swin-V2's 7x7 windows on padded maps: the sm_90
-# cosine backward stores one to three values before its window loop and reloads them
-# after it; the sm_80 cosine forward is ptxas's own trade, 128 registers (occupancy)
-# and one value reloaded per query block (with maxnreg 255: 141 registers, no stack).
-# Neither touches the stack inside a tile loop.
+# {(layout, arch, N): stack bytes}, for every kernel of that layout, arch and N (both
+# kernels, v1 and v2, both dtypes). What spills: the cosine (v2) kernels at N = 49 on
+# padded maps. The sm_90 backward stores one to three values before its window loop
+# and reloads them after it; the sm_80 forward is ptxas's own trade, 128 registers
+# (occupancy) and one value reloaded per query block (with maxnreg 255: 141 registers,
+# no stack). Neither touches the stack inside a tile loop.
 KNOWN_SPILLS = {("padded", 90, 49): 16, ("padded", 80, 49): 8}
 
 

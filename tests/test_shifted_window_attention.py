@@ -122,6 +122,7 @@ IMAGE_CASES = [
     (1, 8, 8, 32, 2, (4, 4), (0, 0)),      # no shift
     (1, 6, 7, 32, 1, (7, 7), (3, 3)),      # one window covers the map: shift off
     (1, 13, 24, 32, 1, (12, 12), (6, 6)),  # N = 144: the multi-tile kernels
+    (1, 20, 23, 32, 2, (7, 7), (3, 3)),    # padded, 3 x 4 windows: padding in the last two of each
 ]
 ORDERS = [("torchvision", True), ("timm", True), ("timm", False)]  # (order, with qkv_bias)
 
@@ -200,6 +201,17 @@ def test_triton_image_layout_deterministic_equals_atomic():
         torch.use_deterministic_algorithms(False)
     for a, d in zip(atomic, deterministic):
         torch.testing.assert_close(a, d, rtol=1e-6, atol=1e-6)
+
+
+def test_padding_store_alignment_is_what_the_rows_allow():
+    """The backward's padding store tells the compiler the rows' alignment: 16 bytes for
+    Swin's head_dim 32, less where a head_dim of 20 offsets the rows by 40 bytes."""
+    from fastswin.ops.window_attention import _row_alignment
+
+    for head_dim, want in ((32, 16), (20, 8)):
+        qkv = torch.empty(2, 7 * 7, 3 * head_dim, dtype=torch.float16)  # one head
+        k = qkv[..., head_dim:2 * head_dim].unsqueeze(1)                 # (B, heads, H * W, d)
+        assert _row_alignment(k) == want
 
 
 def test_triton_image_layout_gradcheck():

@@ -15,9 +15,9 @@ position in the rolled, padded (Hp, Wp) map is p = (wy * wh + i, wx * ww + j).
 Its shift-mask region (tokens of different regions are masked with -100) is
 that of p in the padded map, per dimension 0 for p < P - win, 1 for
 p < P - shift, 2 beyond, as torchvision and timm build their masks; a
-dimension without shift is one region. Within one window only the last row
-(column) of windows sees two of them, so the kernels compare a window-local
-code instead (token_regions).
+dimension without shift is one region. Only windows in the last row (column)
+of windows hold two regions along h (w), so the kernels compare window-local
+codes instead (token_regions).
 
 The kernels take 0 <= shift < window (Swin's shifts), so every wrap-around is one
 subtraction. `token_rows` is the Triton form; `token_pixels_reference` the
@@ -104,8 +104,9 @@ def token_regions(window, tokens, windows_w, windows_per_image, shift_h, shift_w
 
 
 def token_pixels_reference(height: int, width: int, window_size, shift_size, order: str):
-    """(h, w, inside, region), each (nW, N), from rolling and partitioning coordinate maps
-    with the reference ops (torchvision's order) or torch.roll then pad (timm's)."""
+    """(h, w, inside), each (nW, N): the pixel each token reads and whether it is one,
+    from rolling and partitioning coordinate maps with the reference ops (torchvision's
+    order) or torch.roll then pad (timm's); and the (nW, N, N) shift mask."""
     hh, ww = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
     coords = torch.stack([hh, ww, torch.ones_like(hh)], dim=-1)[None].double()  # (1, H, W, 3)
     if order == "timm":

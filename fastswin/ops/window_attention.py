@@ -119,12 +119,13 @@ def _store_rows(ptr, stride_row, index, real, cols, n_cols: tl.constexpr, value)
 
 @triton.jit
 def _store_key_rows(ptr, stride_row, pad_ptr, pad_stride, index, real, tokens, cols, N_CTX: tl.constexpr,
-                    n_cols: tl.constexpr, PADDING: tl.constexpr, value):
+                    n_cols: tl.constexpr, PADDING: tl.constexpr, ROW_ALIGN: tl.constexpr, value):
     """_store_rows, and with PADDING the window's padding rows too, to pad_ptr[index, cols]
-    (their gradient for d(qkv_bias)): one store, so that value's layout is converted once."""
+    (their gradient for d(qkv_bias)): one store, so that value's layout is converted once.
+    ROW_ALIGN: bytes both row starts are aligned to (the launcher checks), which the
+    select hides from the compiler (without it the store splits into 2-byte stores)."""
     if PADDING:
-        # Rows of 16-byte aligned tensors either way, which the select hides from the compiler.
-        rows = tl.multiple_of(tl.where(real, ptr + index * stride_row, pad_ptr + index * pad_stride), 16)
+        rows = tl.multiple_of(tl.where(real, ptr + index * stride_row, pad_ptr + index * pad_stride), ROW_ALIGN)
         inside = (tokens[:, None] < N_CTX) & (cols[None, :] < n_cols)
         tl.store(rows[:, None] + cols[None, :], value.to(ptr.dtype.element_ty), mask=inside)
     else:
@@ -301,8 +302,9 @@ def _window_attention_fwd_kernel(
     IMAGE: Q, K, V, OUT are (B, heads, H * W, d) views of the un-partitioned maps and
     window b is window b % windows_per_image of image b // windows_per_image: rows are
     read from and written to their pixels (_tokens), padding keys and values read FILL
-    (the qkv bias: k at channels_per_part + h * d, v at twice that), the mask comes
-    from the tokens' regions (HAS_MASK) and padding queries are not written.
+    (the qkv bias: k at channels_per_part + h * d, v at 2 * channels_per_part + h * d),
+    the mask comes from the tokens' regions (HAS_MASK) and padding queries are not
+    written.
     """
     pid = tl.program_id(0).to(tl.int64)
     b = pid // heads
@@ -364,7 +366,8 @@ def _window_attention_bwd_kernel(
         COSINE: tl.constexpr, BIAS_GRAD: tl.constexpr, ATOMIC_DBIAS: tl.constexpr, SCALE_GRAD: tl.constexpr,
         ATOMIC_DSCALE: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
         ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
-        TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr, HAS_FILL: tl.constexpr, FILL_GRAD: tl.constexpr):
+        TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr, HAS_FILL: tl.constexpr, FILL_GRAD: tl.constexpr,
+        ROW_ALIGN: tl.constexpr):
     """One program per (group of windows_per_program windows, head h): dQ, dK, dV of each
     window, and the group's share of dbias[h] = sum of dS over its windows.
 
@@ -388,9 +391,10 @@ def _window_attention_bwd_kernel(
     IMAGE: the tensors are (B, heads, H * W, d) views of the un-partitioned maps, as in
     the forward; dQ, dK, dV of padding tokens are not written there. FILL_GRAD: the
     padding keys' dK and values' dV (what the qkv bias they read receives) are stored
-    at their own rows (token_rows) of DPAD, (B, padding rows, 2 * channels_per_part),
-    k's then v's channels, row stride 2 * channels_per_part: no atomics, no registers
-    held across windows; the caller sums it (zeroed: rows of real tokens stay 0).
+    at their own rows (token_rows) of DPAD, (B, padding rows, 2 * channels_per_part) in
+    DK's dtype, k's then v's channels, row stride 2 * channels_per_part: no atomics, no
+    registers held across windows; the caller sums it (zeroed: rows of real tokens
+    stay 0). ROW_ALIGN: see _store_key_rows.
     """
     group = tl.program_id(0).to(tl.int64)
     h = tl.program_id(1).to(tl.int64)
@@ -461,9 +465,10 @@ def _window_attention_bwd_kernel(
             dk = _through_normalize(dk * scale, k, k_norm, COSINE, ACC)
             dpad_ptr = DPAD + image * stride_dpad_b + h * HEAD_DIM
             _store_key_rows(DK + image * stride_dkb + h * stride_dkh, stride_dkn, dpad_ptr, 2 * channels_per_part,
-                            k_index, k_real, keys, channels, N_CTX, HEAD_DIM, FILL_GRAD, dk)
+                            k_index, k_real, keys, channels, N_CTX, HEAD_DIM, FILL_GRAD, ROW_ALIGN, dk)
             _store_key_rows(DV + image * stride_dvb + h * stride_dvh, stride_dvn, dpad_ptr + channels_per_part,
-                            2 * channels_per_part, k_index, k_real, keys, channels, N_CTX, HEAD_DIM, FILL_GRAD, dv)
+                            2 * channels_per_part, k_index, k_real, keys, channels, N_CTX, HEAD_DIM, FILL_GRAD,
+                            ROW_ALIGN, dv)
         if not SINGLE_TILE:
             for query_start in range(0, N_CTX, BLOCK):
                 rows = query_start + tl.arange(0, BLOCK)
@@ -754,10 +759,10 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
     # the map has no padding (the kernel then skips it).
     fill_grad = fill_grad and image is not None and image.fill is not None
     reads_fill = image is not None and image.reads_fill
+    dq, dk, dv = grads if grads is not None else (_bshd_empty(q), _bshd_empty(q), _bshd_empty(q))
     dpad = dbias_slots
     if fill_grad and reads_fill:
-        dpad = q.new_zeros(q.shape[0], image.padding_rows, 2 * heads * d)
-    dq, dk, dv = grads if grads is not None else (_bshd_empty(q), _bshd_empty(q), _bshd_empty(q))
+        dpad = dk.new_zeros(q.shape[0], image.padding_rows, 2 * heads * d)
     fill = image.fill if reads_fill else q
     with _device_guard(q.device):
         _window_attention_bwd_kernel[(groups, heads)](
@@ -769,6 +774,7 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
             B_, heads, 1 if mask is None else mask.shape[0], group_size, scale, *layout.args,
             BIAS_GRAD=bias_grad, ATOMIC_DBIAS=atomic, SCALE_GRAD=scale_grad, ATOMIC_DSCALE=atomic_dscale,
             FILL_GRAD=fill_grad and reads_fill,
+            ROW_ALIGN=_row_alignment(dk, dv, dpad.unflatten(-1, (2 * heads, d))) if fill_grad and reads_fill else 1,
             **_launch_constexprs(q, layout, bias, mask, logit_scale), **cfg.backward_launch)
     grads_out = (dq, dk, dv, dbias_slots.sum(0).to(bias.dtype) if bias_grad else None)
     if logit_scale is not None:
@@ -779,6 +785,13 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
             dfill = _fill_grad(dpad, image.fill) if reads_fill else torch.zeros_like(image.fill)
         grads_out += (dfill,)
     return grads_out
+
+
+def _row_alignment(*tensors: torch.Tensor) -> int:
+    """Bytes, a power of two up to 16, that the start of every (.., row, :) of these
+    tensors is aligned to: their addresses and strides but the last."""
+    offsets = [t.data_ptr() for t in tensors] + [s * t.element_size() for t in tensors for s in t.stride()[:-1]]
+    return math.gcd(16, *offsets)
 
 
 def _fill_grad(dpad: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
@@ -817,7 +830,7 @@ def kernel_specs(n: int, head_dim: int, dtype: torch.dtype, bias: bool = True, m
               **dict(IMAGE=image, WIN_H=window if image else 1, WIN_W=window if image else 1, TIMM_ORDER=False,
                      PADDED=image and padded, HAS_FILL=image and padded)}
     backward = dict(BIAS_GRAD=bias, ATOMIC_DBIAS=cfg.single_tile, SCALE_GRAD=cosine, ATOMIC_DSCALE=cosine,
-                    FILL_GRAD=image and padded)
+                    FILL_GRAD=image and padded, ROW_ALIGN=16 if image and padded else 1)
     specs = []
     for fn, extra, launch in (
             (_window_attention_fwd_kernel, {}, cfg.forward_launch),
@@ -827,7 +840,7 @@ def kernel_specs(n: int, head_dim: int, dtype: torch.dtype, bias: bool = True, m
         pointers = {name: "*fp32" if name in fp32 else "*" + _TRITON_TYPES[dtype]
                     for name in fn.arg_names if name.isupper() and name not in constexprs}
         # What the JIT sees as 16-divisible in a Swin block (head_dim a multiple of
-        # 16): the pointers, the strides of the (.., N, d) tensors and C = heads * head_dim.
+        # 16): the pointers, the strides of the (.., N, d) tensors and of DPAD, and C.
         aligned = tuple(name for name in fn.arg_names
                         if name in pointers or name == "channels_per_part"
                         or (name.startswith("stride_") and not name.endswith("_slot")))
