@@ -621,11 +621,6 @@ class ImageLayout(NamedTuple):
         """Padding tokens read the fill: compiled in only where the map has padding."""
         return self.fill is not None and self.padded
 
-    @property
-    def padding_rows(self) -> int:
-        """Rows per image of the buffer for padding tokens' gradients (token_rows)."""
-        return padding_rows(self.height, self.width, self.window)
-
 
 class _Layout(NamedTuple):
     """What the kernels take of a layout: windows, tokens per window, scalar arguments
@@ -759,10 +754,13 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
     # the map has no padding (the kernel then skips it).
     fill_grad = fill_grad and image is not None and image.fill is not None
     reads_fill = image is not None and image.reads_fill
+    pad_grad = fill_grad and reads_fill
     dq, dk, dv = grads if grads is not None else (_bshd_empty(q), _bshd_empty(q), _bshd_empty(q))
     dpad = dbias_slots
-    if fill_grad and reads_fill:
-        dpad = dk.new_zeros(q.shape[0], image.padding_rows, 2 * heads * d)
+    row_align = 1
+    if pad_grad:
+        dpad = dk.new_zeros(q.shape[0], padding_rows(image.height, image.width, image.window), 2 * heads * d)
+        row_align = _row_alignment(dk, dv, dpad.unflatten(-1, (2 * heads, d)))
     fill = image.fill if reads_fill else q
     with _device_guard(q.device):
         _window_attention_bwd_kernel[(groups, heads)](
@@ -773,8 +771,7 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
             0 if atomic_dscale else dscale_slots.stride(0), dpad.stride(0),
             B_, heads, 1 if mask is None else mask.shape[0], group_size, scale, *layout.args,
             BIAS_GRAD=bias_grad, ATOMIC_DBIAS=atomic, SCALE_GRAD=scale_grad, ATOMIC_DSCALE=atomic_dscale,
-            FILL_GRAD=fill_grad and reads_fill,
-            ROW_ALIGN=_row_alignment(dk, dv, dpad.unflatten(-1, (2 * heads, d))) if fill_grad and reads_fill else 1,
+            FILL_GRAD=pad_grad, ROW_ALIGN=row_align,
             **_launch_constexprs(q, layout, bias, mask, logit_scale), **cfg.backward_launch)
     grads_out = (dq, dk, dv, dbias_slots.sum(0).to(bias.dtype) if bias_grad else None)
     if logit_scale is not None:
@@ -782,7 +779,7 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
     if image is not None:
         dfill = None
         if fill_grad:
-            dfill = _fill_grad(dpad, image.fill) if reads_fill else torch.zeros_like(image.fill)
+            dfill = _fill_grad(dpad, image.fill) if pad_grad else torch.zeros_like(image.fill)
         grads_out += (dfill,)
     return grads_out
 
