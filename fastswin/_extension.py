@@ -30,3 +30,10 @@ def compiled_reason(device: torch.device) -> "str | None":
     if device.type not in ("cpu", "cuda"):
         return f"no compiled kernels for {device.type} tensors"
     return None
+
+
+def compiled_backend_reason(backend: str, device: torch.device) -> "str | None":
+    """Why the compiled `backend` ("cpu" or "cuda") cannot run tensors on `device`, or None."""
+    if device.type != backend:
+        return f"the {backend} backend needs {backend} tensors, got {device.type}"
+    return compiled_reason(device)

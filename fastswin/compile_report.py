@@ -5,7 +5,6 @@ architectures (fastswin.aot) and reads the CUDA extension's kernels from the
 built fastswin._C with cuobjdump: registers, shared memory, local memory and
 stack (spills), and whether tensor-core instructions are present.
 """
-import importlib
 import itertools
 import re
 import shutil
@@ -70,13 +69,12 @@ def triton_rows(archs: Iterable[int], shapes: Sequence[Tuple[int, int]] = SWIN_A
     """The attention kernels, v1 and v2 (cosine), in each of LAYOUTS, as launched at each
     shape and dtype."""
     from fastswin.aot import compile_kernel
+    from fastswin.ops.attention.aot_specs import kernel_specs
 
-    # The module, not the function fastswin.ops re-exports under the same name.
-    attention = importlib.import_module("fastswin.ops.window_attention")
     rows = []
     for arch, (n, head_dim), dtype, cosine, layout in itertools.product(archs, shapes, dtypes, (False, True),
                                                                           LAYOUTS):
-        for spec in attention.kernel_specs(n, head_dim, dtype, cosine=cosine, arch=arch, **LAYOUTS[layout]):
+        for spec in kernel_specs(n, head_dim, dtype, cosine=cosine, arch=arch, **LAYOUTS[layout]):
             r = compile_kernel(spec.fn, spec.signature, spec.constexprs, arch=arch,
                                num_warps=spec.launch["num_warps"], num_stages=spec.launch["num_stages"],
                                aligned=spec.aligned)

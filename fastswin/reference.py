@@ -179,3 +179,21 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Pai
         qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order,
         partition=window_partition, reverse=window_reverse,
         attention=window_attention, cosine_attention=cosine_window_attention)
+
+
+def token_pixels(height: int, width: int, window_size, shift_size, order: str):
+    """Where each token of each window comes from in an (H, W) map: (h, w, inside), each
+    (nW, N), the pixel it reads and whether it is one (else padding), from rolling and
+    partitioning coordinate maps (window_partition: torchvision's order; torch.roll then
+    pad: timm's); and the (nW, N, N) shift mask. What the image-layout kernels' index
+    math (fastswin.ops.attention.image_index) is tested against."""
+    hh, ww = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
+    coords = torch.stack([hh, ww, torch.ones_like(hh)], dim=-1)[None].double()  # (1, H, W, 3)
+    if order == "timm":
+        rolled = torch.roll(coords, shifts=(-shift_size[0], -shift_size[1]), dims=(1, 2))
+        windows = window_partition(rolled, window_size)
+    else:
+        windows = window_partition(coords, window_size, shift_size)
+    h, w, inside = windows.flatten(1, 2).long().unbind(-1)
+    mask = shift_attention_mask(height, width, window_size, shift_size)
+    return h, w, inside.bool(), mask

@@ -9,7 +9,7 @@ import torch
 
 from fastswin import aot
 from fastswin.compile_report import KNOWN_SPILLS, LAYOUTS
-from fastswin.ops.window_attention import kernel_specs
+from fastswin.ops.attention.aot_specs import kernel_specs
 
 pytestmark = pytest.mark.skipif(aot.cuda_tool("cuobjdump") is None,
                                 reason="cuobjdump is neither in the Triton wheel nor on PATH")

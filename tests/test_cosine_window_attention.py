@@ -16,7 +16,7 @@ from test_window_attention import assert_close_to_reference, make_inputs
 
 from fastswin import BackendError, reference
 from fastswin.ops import cosine_window_attention
-from fastswin.ops.window_attention import window_attention_backward, window_attention_forward
+from fastswin.ops.attention.launch import window_attention_backward, window_attention_forward
 
 # (B_, heads, N, head_dim, bias, nW or None for no mask); N = 144 runs the multi-tile kernels.
 CASES = [

@@ -1,4 +1,4 @@
-"""The image-layout index math (fastswin.ops.image_layout.token_rows, token_regions),
+"""The image-layout index math (fastswin.ops.attention.image_index: token_rows, token_regions),
 run in the Triton interpreter (or on the GPU), against rolled and partitioned
 coordinate maps."""
 import pytest
@@ -7,7 +7,7 @@ import triton
 import triton.language as tl
 
 from fastswin import reference
-from fastswin.ops.image_layout import padding_rows, token_pixels_reference, token_regions, token_rows
+from fastswin.ops.attention.image_index import padding_rows, token_regions, token_rows
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -48,7 +48,7 @@ CASES = [(14, 14, (7, 7), (3, 3)), (13, 17, (7, 7), (3, 3)), (9, 10, (4, 5), (2,
 def test_token_rows_match_the_reference(case, order):
     height, width, window, shift = case
     row, real, region = run_token_rows(height, width, window, shift, order)
-    want_h, want_w, want_real, want_mask = token_pixels_reference(height, width, window, shift, order)
+    want_h, want_w, want_real, want_mask = reference.token_pixels(height, width, window, shift, order)
     assert torch.equal(real.bool(), want_real)
     assert torch.equal(row[want_real].long(), (want_h * width + want_w)[want_real])
     # Each padding token has a row of its own (the backward stores its gradient there).

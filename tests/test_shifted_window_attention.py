@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from helpers import random_tensor
-from fastswin import ops, reference
+from fastswin import ops
 
 torchvision_swin = pytest.importorskip("torchvision.models.swin_transformer")
 
@@ -206,12 +206,12 @@ def test_triton_image_layout_deterministic_equals_atomic():
 def test_padding_store_alignment_is_what_the_rows_allow():
     """The backward's padding store tells the compiler the rows' alignment: 16 bytes for
     Swin's head_dim 32, less where a head_dim of 20 offsets the rows by 40 bytes."""
-    from fastswin.ops.window_attention import _row_alignment
+    from fastswin.ops.attention.launch import row_alignment
 
     for head_dim, want in ((32, 16), (20, 8)):
         qkv = torch.empty(2, 7 * 7, 3 * head_dim, dtype=torch.float16)  # one head
         k = qkv[..., head_dim:2 * head_dim].unsqueeze(1)                 # (B, heads, H * W, d)
-        assert _row_alignment(k) == want
+        assert row_alignment(k) == want
 
 
 def test_triton_image_layout_gradcheck():

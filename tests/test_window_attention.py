@@ -16,8 +16,8 @@ from helpers import random_tensor
 
 from fastswin import BackendError, reference
 from fastswin.ops import window_attention
-from fastswin.ops.window_attention import (window_attention_backward, window_attention_forward,
-                                           windows_per_program)
+from fastswin.ops.attention.launch import window_attention_backward, window_attention_forward
+from fastswin.ops.attention.policy import windows_per_program
 
 # (B_, heads, N, head_dim, bias, nW or None for no mask): Swin's 7x7, 8x8 and 12x12
 # windows and a 7x9 one; N = 144 runs the multi-tile kernels (tiles of 64).

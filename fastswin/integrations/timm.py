@@ -15,7 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fastswin.integrations._core import BACKEND_ATTR, Target, class_override_problem, original
-from fastswin.nn.functional import continuous_position_bias, table_position_bias, window_attention_map
+from fastswin.nn.functional import continuous_position_bias, table_position_bias, v2_qkv_bias, window_attention_map
 
 FALLBACKS = ["timm: training with attn_drop > 0 (attention dropout)"]
 
@@ -29,17 +29,13 @@ def _v2_bias(attn: nn.Module) -> torch.Tensor:
                                     attn.num_heads)
 
 
-def _v2_qkv_bias(attn: nn.Module) -> Optional[torch.Tensor]:
-    return None if attn.q_bias is None else torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
-
-
 def _fused_attn(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Replaces SwinTransformerBlock._attn / SwinTransformerV2Block._attn: (B, H, W, C) -> (B, H, W, C)."""
     attn = block.attn
     if attn.training and attn.attn_drop.p > 0:
         return original(block, "_attn")(x)
     v2 = hasattr(attn, "cpb_mlp")
-    qkv_bias = _v2_qkv_bias(attn) if v2 else attn.qkv.bias
+    qkv_bias = v2_qkv_bias(attn.q_bias, attn.k_bias, attn.v_bias) if v2 else attn.qkv.bias
     qkv = F.linear(x, attn.qkv.weight, qkv_bias)
     out = window_attention_map(qkv, attn.num_heads, tuple(block.window_size), tuple(block.shift_size),
                                bias=_v2_bias(attn) if v2 else _v1_bias(attn),

@@ -13,21 +13,21 @@ import torch
 import torch.nn as nn
 import torch.utils.checkpoint
 
-from fastswin.nn.attention import IntOrPair, to_pair
 from fastswin.nn.blocks import SwinTransformerBlock, SwinTransformerBlockV2
 from fastswin.nn.layers import ClassifierHead, PatchEmbed, PatchMerging, PatchMergingV2
+from fastswin.ops.arguments import IntPair, as_pair
 
-WindowSpec = Union[IntOrPair, Sequence[IntOrPair]]
+WindowSpec = Union[IntPair, Sequence[IntPair]]
 
 
 def stage_window_sizes(window_size: WindowSpec, num_stages: int) -> Tuple[Tuple[int, int], ...]:
     """One (h, w) window per stage from an int, an (h, w) pair, or one int / pair per stage
     (timm's rule: a sequence of two ints is one (h, w) window)."""
     if isinstance(window_size, int) or (len(window_size) == 2 and isinstance(window_size[0], int)):
-        return (to_pair(window_size),) * num_stages
+        return (as_pair(window_size),) * num_stages
     if len(window_size) != num_stages:
         raise ValueError(f"fastswin: expected {num_stages} stage window sizes, got {window_size!r}")
-    return tuple(to_pair(w) for w in window_size)
+    return tuple(as_pair(w) for w in window_size)
 
 
 def stage_drop_path_rates(drop_path_rate: float, depths: Sequence[int]) -> List[List[float]]:
@@ -187,7 +187,7 @@ class SwinTransformer(_SwinModelBase):
     Unlike timm, strict_img_size defaults to False: every multiple of the patch size runs.
     """
 
-    def __init__(self, img_size: IntOrPair = 224, patch_size: int = 4, in_chans: int = 3, num_classes: int = 1000,
+    def __init__(self, img_size: IntPair = 224, patch_size: int = 4, in_chans: int = 3, num_classes: int = 1000,
                  global_pool: str = "avg", embed_dim: int = 96, depths: Tuple[int, ...] = (2, 2, 6, 2),
                  num_heads: Tuple[int, ...] = (3, 6, 12, 24), head_dim: Optional[int] = None,
                  window_size: WindowSpec = 7, always_partition: bool = False, strict_img_size: bool = False,
@@ -213,7 +213,7 @@ class SwinTransformerV2(_SwinModelBase):
     Unlike timm, strict_img_size defaults to False: every multiple of the patch size runs.
     """
 
-    def __init__(self, img_size: IntOrPair = 224, patch_size: int = 4, in_chans: int = 3, num_classes: int = 1000,
+    def __init__(self, img_size: IntPair = 224, patch_size: int = 4, in_chans: int = 3, num_classes: int = 1000,
                  global_pool: str = "avg", embed_dim: int = 96, depths: Tuple[int, ...] = (2, 2, 6, 2),
                  num_heads: Tuple[int, ...] = (3, 6, 12, 24), window_size: WindowSpec = 7,
                  always_partition: bool = False, strict_img_size: bool = False, mlp_ratio: float = 4.,

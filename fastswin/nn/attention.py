@@ -7,19 +7,15 @@ Unlike timm's, forward takes the un-partitioned map and the block's shift:
 the roll, padding, partition and mask live inside the fused op.
 """
 import math
-from typing import Optional, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastswin.nn.functional import continuous_position_bias, table_position_bias, window_attention_map
-
-IntOrPair = Union[int, Tuple[int, int]]
-
-
-def to_pair(value: IntOrPair) -> Tuple[int, int]:
-    return (value, value) if isinstance(value, int) else tuple(value)
+from fastswin.nn.functional import (continuous_position_bias, table_position_bias, v2_qkv_bias,
+                                    window_attention_map)
+from fastswin.ops.arguments import IntPair, as_pair
 
 
 def relative_position_index(window_size: Tuple[int, int], device=None) -> torch.Tensor:
@@ -49,12 +45,12 @@ class _ImageWindowAttention(nn.Module):
     Subclasses give relative_position_bias(), qkv_bias_vector() and logit_scale_or_none().
     """
 
-    def forward(self, x: torch.Tensor, shift_size: IntOrPair = 0, backend: Optional[str] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, shift_size: IntPair = 0, backend: Optional[str] = None) -> torch.Tensor:
         """(B, H, W, dim) map -> (B, H, W, dim): shifted-window attention with this
         module's window, shifted by shift_size (int or (h, w)), timm's roll-then-pad order."""
         qkv = F.linear(x, self.qkv.weight, self.qkv_bias_vector())
         attn_drop = self.attn_drop.p if self.training else 0.0
-        out = window_attention_map(qkv, self.num_heads, self.window_size, to_pair(shift_size),
+        out = window_attention_map(qkv, self.num_heads, self.window_size, as_pair(shift_size),
                                    bias=self.relative_position_bias(), logit_scale=self.logit_scale_or_none(),
                                    qkv_bias=self.qkv_bias_vector(), order="timm", attn_drop=attn_drop,
                                    backend=backend)
@@ -65,12 +61,12 @@ class WindowAttention(_ImageWindowAttention):
     """Swin-V1 window attention: scaled dot product plus a learned relative-position
     bias table ((2wh - 1) * (2ww - 1), heads)."""
 
-    def __init__(self, dim: int, num_heads: int, head_dim: Optional[int] = None, window_size: IntOrPair = 7,
+    def __init__(self, dim: int, num_heads: int, head_dim: Optional[int] = None, window_size: IntPair = 7,
                  qkv_bias: bool = True, attn_drop: float = 0., proj_drop: float = 0., device=None, dtype=None):
         dd = {"device": device, "dtype": dtype}
         super().__init__()
         self.dim = dim
-        self.window_size = to_pair(window_size)
+        self.window_size = as_pair(window_size)
         self.window_area = self.window_size[0] * self.window_size[1]
         self.num_heads = num_heads
         head_dim = head_dim or dim // num_heads
@@ -98,9 +94,9 @@ class WindowAttention(_ImageWindowAttention):
     def logit_scale_or_none(self) -> None:
         return None
 
-    def set_window_size(self, window_size: IntOrPair) -> None:
+    def set_window_size(self, window_size: IntPair) -> None:
         """New window; the bias table is resampled bicubically (as an image of offsets)."""
-        window_size = to_pair(window_size)
+        window_size = as_pair(window_size)
         if window_size == self.window_size:
             return
         old = self.relative_position_bias_table
@@ -123,14 +119,14 @@ class WindowAttentionV2(_ImageWindowAttention):
     replacement) or of the module's device / dtype.
     """
 
-    def __init__(self, dim: int, window_size: IntOrPair, num_heads: int, qkv_bias: bool = True,
+    def __init__(self, dim: int, window_size: IntPair, num_heads: int, qkv_bias: bool = True,
                  qkv_bias_separate: bool = False, attn_drop: float = 0., proj_drop: float = 0.,
-                 pretrained_window_size: IntOrPair = (0, 0), device=None, dtype=None):
+                 pretrained_window_size: IntPair = (0, 0), device=None, dtype=None):
         dd = {"device": device, "dtype": dtype}
         super().__init__()
         self.dim = dim
-        self.window_size = to_pair(window_size)
-        self.pretrained_window_size = to_pair(pretrained_window_size)
+        self.window_size = as_pair(window_size)
+        self.pretrained_window_size = as_pair(pretrained_window_size)
         self.num_heads = num_heads
         self.qkv_bias_separate = qkv_bias_separate  # timm's switch; the same sum either way
         self.logit_scale = nn.Parameter(torch.full((num_heads, 1, 1), math.log(10), **dd))
@@ -179,16 +175,14 @@ class WindowAttentionV2(_ImageWindowAttention):
         return super().train(mode)
 
     def qkv_bias_vector(self) -> Optional[torch.Tensor]:
-        if self.q_bias is None:
-            return None
-        return torch.cat((self.q_bias, self.k_bias, self.v_bias))
+        return v2_qkv_bias(self.q_bias, self.k_bias, self.v_bias)
 
     def logit_scale_or_none(self) -> torch.Tensor:
         return self.logit_scale
 
-    def set_window_size(self, window_size: IntOrPair) -> None:
+    def set_window_size(self, window_size: IntPair) -> None:
         """New window: the continuous bias needs only new coordinates."""
-        window_size = to_pair(window_size)
+        window_size = as_pair(window_size)
         if window_size != self.window_size:
             self.window_size = window_size
             self._register_position_buffers(self.relative_coords_table.device, self.relative_coords_table.dtype)

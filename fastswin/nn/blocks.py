@@ -12,8 +12,9 @@ from typing import Callable, Optional, Tuple, Union
 import torch
 import torch.nn as nn
 
-from fastswin.nn.attention import IntOrPair, WindowAttention, WindowAttentionV2, to_pair
+from fastswin.nn.attention import WindowAttention, WindowAttentionV2
 from fastswin.nn.layers import DropPath, Mlp, get_act_layer
+from fastswin.ops.arguments import IntPair, as_pair
 
 
 class _SwinBlockBase(nn.Module):
@@ -27,8 +28,8 @@ class _SwinBlockBase(nn.Module):
     def _init_common(self, dim, input_resolution, window_size, shift_size, always_partition, dynamic_mask,
                      mlp_ratio, proj_drop, drop_path, act_layer, norm_layer, dd):
         self.dim = dim
-        self.input_resolution = to_pair(input_resolution)
-        self.target_shift_size = to_pair(shift_size)  # kept for set_input_size
+        self.input_resolution = as_pair(input_resolution)
+        self.target_shift_size = as_pair(shift_size)  # kept for set_input_size
         self.always_partition = always_partition
         self.dynamic_mask = dynamic_mask
         self.window_size, self.shift_size = self._calc_window_shift(window_size, shift_size)
@@ -41,25 +42,25 @@ class _SwinBlockBase(nn.Module):
         self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.backend: Optional[str] = None  # fastswin backend of the fused attention (None: FASTSWIN_BACKEND / auto)
 
-    def _calc_window_shift(self, target_window_size: IntOrPair,
-                           target_shift_size: Optional[IntOrPair] = None) -> Tuple[Tuple[int, int], Tuple[int, int]]:
+    def _calc_window_shift(self, target_window_size: IntPair,
+                           target_shift_size: Optional[IntPair] = None) -> Tuple[Tuple[int, int], Tuple[int, int]]:
         """timm's rule: (window, shift) for the input resolution; shift None re-derives
         window // 2 when the block shifts at all."""
-        window = to_pair(target_window_size)
+        window = as_pair(target_window_size)
         if target_shift_size is None:
             shift = tuple(w // 2 for w in window) if any(self.target_shift_size) else (0, 0)
         else:
-            shift = to_pair(target_shift_size)
+            shift = as_pair(target_shift_size)
         if self.always_partition:
             return window, shift
         window = tuple(r if r <= w else w for r, w in zip(self.input_resolution, window))
         shift = tuple(0 if r <= w else s for r, w, s in zip(self.input_resolution, window, shift))
         return window, shift
 
-    def set_input_size(self, feat_size: Tuple[int, int], window_size: IntOrPair,
+    def set_input_size(self, feat_size: Tuple[int, int], window_size: IntPair,
                        always_partition: Optional[bool] = None) -> None:
         """New input resolution and window (window and shift re-derived by timm's rule)."""
-        self.input_resolution = to_pair(feat_size)
+        self.input_resolution = as_pair(feat_size)
         if always_partition is not None:
             self.always_partition = always_partition
         self.window_size, self.shift_size = self._calc_window_shift(window_size)
@@ -82,8 +83,8 @@ class _SwinBlockBase(nn.Module):
 class SwinTransformerBlock(_SwinBlockBase):
     """Swin-V1 block (timm's ``SwinTransformerBlock`` arguments and state dict)."""
 
-    def __init__(self, dim: int, input_resolution: IntOrPair, num_heads: int = 4, head_dim: Optional[int] = None,
-                 window_size: IntOrPair = 7, shift_size: IntOrPair = 0, always_partition: bool = False,
+    def __init__(self, dim: int, input_resolution: IntPair, num_heads: int = 4, head_dim: Optional[int] = None,
+                 window_size: IntPair = 7, shift_size: IntPair = 0, always_partition: bool = False,
                  dynamic_mask: bool = False, mlp_ratio: float = 4., qkv_bias: bool = True, proj_drop: float = 0.,
                  attn_drop: float = 0., drop_path: float = 0., act_layer: Union[str, Callable] = nn.GELU,
                  norm_layer: Callable = nn.LayerNorm, device=None, dtype=None):
@@ -100,11 +101,11 @@ class SwinTransformerBlockV2(_SwinBlockBase):
     res-post-norm and cosine attention with a continuous position bias."""
     post_norm = True
 
-    def __init__(self, dim: int, input_resolution: IntOrPair, num_heads: int, window_size: IntOrPair = 7,
-                 shift_size: IntOrPair = 0, always_partition: bool = False, dynamic_mask: bool = False,
+    def __init__(self, dim: int, input_resolution: IntPair, num_heads: int, window_size: IntPair = 7,
+                 shift_size: IntPair = 0, always_partition: bool = False, dynamic_mask: bool = False,
                  mlp_ratio: float = 4., qkv_bias: bool = True, proj_drop: float = 0., attn_drop: float = 0.,
                  drop_path: float = 0., act_layer: Union[str, Callable] = "gelu",
-                 norm_layer: Callable = nn.LayerNorm, pretrained_window_size: IntOrPair = 0,
+                 norm_layer: Callable = nn.LayerNorm, pretrained_window_size: IntPair = 0,
                  device=None, dtype=None):
         super().__init__()
         dd = {"device": device, "dtype": dtype}
@@ -113,4 +114,4 @@ class SwinTransformerBlockV2(_SwinBlockBase):
                           mlp_ratio, proj_drop, drop_path, act_layer, norm_layer, dd)
         self.attn = WindowAttentionV2(dim, window_size=self.window_size, num_heads=num_heads, qkv_bias=qkv_bias,
                                       attn_drop=attn_drop, proj_drop=proj_drop,
-                                      pretrained_window_size=to_pair(pretrained_window_size), **dd)
+                                      pretrained_window_size=as_pair(pretrained_window_size), **dd)

@@ -95,6 +95,13 @@ def _attention_with_dropout(q, k, v, bias, mask, logit_scale, attn_drop):
     return probs @ v
 
 
+def v2_qkv_bias(q_bias: Optional[torch.Tensor], k_bias: Optional[torch.Tensor],
+                v_bias: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
+    """Swin-V2's qkv bias (3C,) from its q, k (a zero buffer) and v parts; None without
+    q_bias (qkv_bias=False)."""
+    return None if q_bias is None else torch.cat((q_bias, k_bias, v_bias))
+
+
 def table_position_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """Swin-V1 relative-position bias: (rows, heads) table gathered by an (N, N) or (N*N,)
     index -> (heads, N, N)."""

@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastswin.nn.attention import IntOrPair, to_pair
+from fastswin.ops.arguments import IntPair, as_pair
 
 _ACTIVATIONS = {"gelu": nn.GELU, "relu": nn.ReLU, "silu": nn.SiLU, "swish": nn.SiLU}
 
@@ -62,11 +62,11 @@ class PatchEmbed(nn.Module):
     that is a multiple of the patch size runs.
     """
 
-    def __init__(self, img_size: IntOrPair = 224, patch_size: IntOrPair = 4, in_chans: int = 3,
+    def __init__(self, img_size: IntPair = 224, patch_size: IntPair = 4, in_chans: int = 3,
                  embed_dim: int = 96, norm_layer: Optional[Callable] = None, strict_img_size: bool = False,
                  device=None, dtype=None):
         super().__init__()
-        self.img_size, self.patch_size = to_pair(img_size), to_pair(patch_size)
+        self.img_size, self.patch_size = as_pair(img_size), as_pair(patch_size)
         self.grid_size = tuple(i // p for i, p in zip(self.img_size, self.patch_size))
         self.strict_img_size = strict_img_size
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=self.patch_size, stride=self.patch_size,

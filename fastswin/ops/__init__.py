@@ -1,6 +1,9 @@
-"""fastswin's ops: functional API over the compiled, Triton and reference backends."""
-from fastswin.ops.shifted_window_attention import shifted_window_attention
-from fastswin.ops.window_attention import cosine_window_attention, window_attention
+"""fastswin's ops: functional API over the compiled, Triton and reference backends.
+
+window_process.py: window partition / reverse (the C++ / CUDA ops of csrc/);
+attention/: window attention, Swin-V1 and V2, on windows or on the image layout.
+"""
+from fastswin.ops.attention.functions import cosine_window_attention, shifted_window_attention, window_attention
 from fastswin.ops.window_process import window_partition, window_reverse
 
 __all__ = ["cosine_window_attention", "shifted_window_attention", "window_attention", "window_partition",

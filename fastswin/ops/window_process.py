@@ -11,35 +11,14 @@ one pass each, registered as torch.ops.fastswin.window_partition /
 window_reverse; the autograd formulas and fake (meta) implementations are
 registered here.
 """
-from typing import Optional, Sequence, Tuple, Union
+from typing import Optional, Tuple
 
 import torch
 
 from fastswin import reference
-from fastswin._extension import HAS_C, compiled_reason
+from fastswin._extension import HAS_C, compiled_backend_reason
 from fastswin.backends import select_backend
-
-IntPair = Union[int, Sequence[int]]
-
-
-def as_pair(value: IntPair, name: str) -> Tuple[int, int]:
-    pair = (value, value) if isinstance(value, int) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, int) for v in pair):
-        raise ValueError(f"fastswin: {name} must be an int or a pair of ints, got {value!r}")
-    return pair
-
-
-def _check_sizes(window_size: Tuple[int, int], shift_size: Tuple[int, int]) -> None:
-    if min(window_size) < 1:
-        raise ValueError(f"fastswin: window_size must be positive, got {window_size}")
-    if min(shift_size) < 0:
-        raise ValueError(f"fastswin: shift_size must be >= 0, got {shift_size}")
-
-
-def _device_reason(device: torch.device, backend: str) -> Optional[str]:
-    if device.type != backend:
-        return f"the {backend} backend needs {backend} tensors, got {device.type}"
-    return compiled_reason(device)
+from fastswin.ops.arguments import IntPair, as_pair, check_window
 
 
 def _is_reshape(height: int, width: int, window_size: Tuple[int, int], shift_size: Tuple[int, int]) -> bool:
@@ -51,8 +30,8 @@ def _is_reshape(height: int, width: int, window_size: Tuple[int, int], shift_siz
 
 def _choose(op: str, device: torch.device, backend: Optional[str]) -> str:
     return select_backend(op, backend, [
-        ("cuda", lambda: _device_reason(device, "cuda")),
-        ("cpu", lambda: _device_reason(device, "cpu")),
+        ("cuda", lambda: compiled_backend_reason("cuda", device)),
+        ("cpu", lambda: compiled_backend_reason("cpu", device)),
         ("reference", lambda: None),
     ])
 
@@ -75,7 +54,7 @@ def window_partition(x: torch.Tensor, window_size: IntPair, shift_size: IntPair 
     window_size, shift_size = as_pair(window_size, "window_size"), as_pair(shift_size, "shift_size")
     if x.dim() != 4:
         raise ValueError(f"fastswin.window_partition: x must be (B, H, W, C), got shape {tuple(x.shape)}")
-    _check_sizes(window_size, shift_size)
+    check_window(window_size, shift_size, "window_partition")
     chosen = _choose("window_partition", x.device, backend)
     if _is_reshape(x.shape[1], x.shape[2], window_size, shift_size):
         return x.reshape(-1, *window_size, x.shape[3])
@@ -101,7 +80,7 @@ def window_reverse(windows: torch.Tensor, window_size: IntPair, height: int, wid
     """
     window_size, shift_size = as_pair(window_size, "window_size"), as_pair(shift_size, "shift_size")
     _check_reverse_args(windows, window_size, height, width)
-    _check_sizes(window_size, shift_size)
+    check_window(window_size, shift_size, "window_reverse")
     chosen = _choose("window_reverse", windows.device, backend)
     if _is_reshape(height, width, window_size, shift_size):
         return windows.reshape(-1, height, width, windows.shape[3])

@@ -20,12 +20,9 @@ of windows hold two regions along h (w), so the kernels compare window-local
 codes instead (token_regions).
 
 The kernels take 0 <= shift < window (Swin's shifts), so every wrap-around is one
-subtraction. `token_rows` is the Triton form; `token_pixels_reference` the
-PyTorch one the tests compare it with.
+subtraction. `token_rows` and `token_regions` are the Triton form;
+fastswin.reference.token_pixels the PyTorch one the tests compare them with.
 """
-import torch
-
-from fastswin import reference
 from fastswin.ops._triton import tl, triton
 
 
@@ -101,19 +98,3 @@ def token_regions(window, tokens, windows_w, windows_per_image, shift_h, shift_w
     below = last_row & (tokens // WIN_W >= WIN_H - shift_h)
     right = last_col & (tokens % WIN_W >= WIN_W - shift_w)
     return below.to(tl.int32) * 2 + right.to(tl.int32)
-
-
-def token_pixels_reference(height: int, width: int, window_size, shift_size, order: str):
-    """(h, w, inside), each (nW, N): the pixel each token reads and whether it is one,
-    from rolling and partitioning coordinate maps with the reference ops (torchvision's
-    order) or torch.roll then pad (timm's); and the (nW, N, N) shift mask."""
-    hh, ww = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    coords = torch.stack([hh, ww, torch.ones_like(hh)], dim=-1)[None].double()  # (1, H, W, 3)
-    if order == "timm":
-        rolled = torch.roll(coords, shifts=(-shift_size[0], -shift_size[1]), dims=(1, 2))
-        windows = reference.window_partition(rolled, window_size)
-    else:
-        windows = reference.window_partition(coords, window_size, shift_size)
-    h, w, inside = windows.flatten(1, 2).long().unbind(-1)
-    mask = reference.shift_attention_mask(height, width, window_size, shift_size)
-    return h, w, inside.bool(), mask

@@ -1,0 +1,28 @@
+"""Arguments the ops share: sizes given as an int or an (h, w) pair, and the window
+and shift checks."""
+import operator
+from collections.abc import Iterable
+from typing import Sequence, Tuple, Union
+
+IntPair = Union[int, Sequence[int]]
+
+
+def as_pair(value: IntPair, name: str = "size") -> Tuple[int, int]:
+    """(value, value) for an integer, the two integers of a pair; ValueError for anything
+    else (a float, a bool, three numbers). Any integer type counts (numpy's too)."""
+    try:
+        items = tuple(value) if isinstance(value, Iterable) else (value, value)
+        pair = tuple(operator.index(v) for v in items if not isinstance(v, bool))
+    except TypeError:
+        pair = ()
+    if len(pair) != 2:
+        raise ValueError(f"fastswin: {name} must be an int or a pair of ints, got {value!r}")
+    return pair
+
+
+def check_window(window_size: Tuple[int, int], shift_size: Tuple[int, int], op: str) -> None:
+    """ValueError unless the window is positive and the shift non-negative."""
+    if min(window_size) < 1:
+        raise ValueError(f"fastswin.{op}: window_size must be positive, got {window_size}")
+    if min(shift_size) < 0:
+        raise ValueError(f"fastswin.{op}: shift_size must be >= 0, got {shift_size}")

@@ -1,0 +1,117 @@
+"""What the attention ops accept: ValueError for inputs that no backend can run, and
+the Triton backend's can-run checks (None, or why the kernels cannot run valid inputs).
+"""
+from typing import Optional
+
+import torch
+
+from fastswin.backends import requested_backend, triton_reason
+from fastswin.ops.arguments import check_window
+
+MAX_TOKENS = 256
+HEAD_DIM_RANGE = (16, 128)
+GPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def triton_kernels_reason(n: int, head_dim: int, dtype: torch.dtype, device: torch.device,
+                          forced: bool) -> Optional[str]:
+    """Why the attention kernels cannot run windows of n tokens of head_dim channels of
+    dtype on device (shared by every op built on them), or None."""
+    reason = triton_reason(device, forced, dtype)
+    if reason is not None:
+        return reason
+    if n > MAX_TOKENS:
+        return f"windows of N = {n} tokens; the kernels hold a window on chip, N <= {MAX_TOKENS}"
+    if not HEAD_DIM_RANGE[0] <= head_dim <= HEAD_DIM_RANGE[1]:
+        return f"head_dim {head_dim}; the kernels take {HEAD_DIM_RANGE[0]} to {HEAD_DIM_RANGE[1]}"
+    # fp64 only in the interpreter: it is how gradcheck runs through the kernels.
+    dtypes = GPU_DTYPES if device.type == "cuda" else GPU_DTYPES + (torch.float64,)
+    if dtype not in dtypes:
+        return f"dtype {dtype}; the kernels take {', '.join(str(t) for t in dtypes)} on {device.type}"
+    return None
+
+
+# ----------------------------------------------------------------------------- window layout
+
+
+def check_windows(q, k, v, bias, mask, op: str = "window_attention") -> None:
+    """ValueError for window-layout inputs no backend can run."""
+    if q.dim() != 4:
+        raise ValueError(f"fastswin.{op}: q must be (B_, heads, N, d), got shape {tuple(q.shape)}")
+    if k.shape != q.shape or v.shape != q.shape:
+        raise ValueError(f"fastswin.{op}: q, k, v must have one shape, got {tuple(q.shape)}, "
+                         f"{tuple(k.shape)}, {tuple(v.shape)}")
+    if not q.dtype.is_floating_point or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f"fastswin.{op}: q, k, v must share one float dtype, got {q.dtype}, "
+                         f"{k.dtype}, {v.dtype}")
+    B_, heads, n, _ = q.shape
+    named = {"q": q, "k": k, "v": v, "bias": bias, "mask": mask}
+    devices = {name: t.device for name, t in named.items() if t is not None}
+    if len(set(devices.values())) > 1:
+        raise ValueError(f"fastswin.{op}: all tensors must be on one device, got {devices}")
+    if bias is not None and (tuple(bias.shape) != (heads, n, n) or not bias.dtype.is_floating_point):
+        raise ValueError(f"fastswin.{op}: bias must be a float (heads, N, N) = {(heads, n, n)} "
+                         f"tensor, got {bias.dtype} {tuple(bias.shape)}")
+    if mask is not None:
+        if mask.dim() != 3 or tuple(mask.shape[1:]) != (n, n) or not mask.dtype.is_floating_point:
+            raise ValueError(f"fastswin.{op}: mask must be a float (nW, N, N) tensor with N = {n}, "
+                             f"got {mask.dtype} {tuple(mask.shape)}")
+        if mask.shape[0] == 0 or B_ % mask.shape[0]:
+            raise ValueError(f"fastswin.{op}: B_ = {B_} windows is not a multiple of the mask's "
+                             f"nW = {mask.shape[0]}")
+
+
+def check_logit_scale(logit_scale, q: torch.Tensor) -> None:
+    """ValueError unless logit_scale is a float (heads, 1, 1) tensor on q's device."""
+    heads = q.shape[1]
+    if (not isinstance(logit_scale, torch.Tensor) or tuple(logit_scale.shape) != (heads, 1, 1)
+            or not logit_scale.dtype.is_floating_point):
+        got = (f"{logit_scale.dtype} {tuple(logit_scale.shape)}" if isinstance(logit_scale, torch.Tensor)
+               else type(logit_scale).__name__)
+        raise ValueError(f"fastswin.cosine_window_attention: logit_scale must be a float (heads, 1, 1) = "
+                         f"{(heads, 1, 1)} tensor, got {got}")
+    if logit_scale.device != q.device:
+        raise ValueError(f"fastswin.cosine_window_attention: all tensors must be on one device, got "
+                         f"q on {q.device}, logit_scale on {logit_scale.device}")
+
+
+def windows_triton_reason(q: torch.Tensor, backend: Optional[str]) -> Optional[str]:
+    """Why the Triton kernels cannot run these (valid) window-layout inputs, or None."""
+    forced = requested_backend(backend) == "triton"
+    return triton_kernels_reason(q.shape[-2], q.shape[-1], q.dtype, q.device, forced)
+
+
+# ----------------------------------------------------------------------------- image layout
+
+
+def check_map(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order) -> None:
+    """ValueError for image-layout inputs no backend can run (sizes already pairs)."""
+    if qkv.dim() != 4 or qkv.shape[3] % 3:
+        raise ValueError(f"fastswin.shifted_window_attention: qkv must be (B, H, W, 3C), got {tuple(qkv.shape)}")
+    C = qkv.shape[3] // 3
+    if num_heads < 1 or C % num_heads:
+        raise ValueError(f"fastswin.shifted_window_attention: C={C} is not divisible by num_heads={num_heads}")
+    check_window(window_size, shift_size, "shifted_window_attention")
+    if order not in ("torchvision", "timm"):
+        raise ValueError(f"fastswin.shifted_window_attention: order must be 'torchvision' or 'timm', got {order!r}")
+    N = window_size[0] * window_size[1]
+    expected = {"bias": (bias, (num_heads, N, N)), "logit_scale": (logit_scale, (num_heads, 1, 1)),
+                "qkv_bias": (qkv_bias, (3 * C,))}
+    for name, (tensor, shape) in expected.items():
+        if tensor is None:
+            continue
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"fastswin.shifted_window_attention: {name} must be {shape}, got {tuple(tensor.shape)}")
+        if tensor.device != qkv.device:
+            raise ValueError(f"fastswin.shifted_window_attention: {name} is on {tensor.device}, qkv on {qkv.device}")
+
+
+def map_triton_reason(qkv: torch.Tensor, num_heads: int, window_size, shift_size,
+                      backend: Optional[str]) -> Optional[str]:
+    """Why the image-layout kernels cannot run these (valid) inputs, or None."""
+    if shift_size[0] >= window_size[0] or shift_size[1] >= window_size[1]:
+        return f"shift {shift_size} not smaller than the window {window_size}; the kernels take 0 <= shift < window"
+    n = window_size[0] * window_size[1]
+    head_dim = qkv.shape[3] // (3 * num_heads)
+    forced = requested_backend(backend) == "triton"
+    return triton_kernels_reason(n, head_dim, qkv.dtype, qkv.device, forced)

@@ -1,0 +1,167 @@
+"""The registered ops of the attention kernels, with fake (meta) implementations, so
+that torch.compile traces through them, and autograd:
+
+- fastswin::window_attention_triton (+ _window_backward): window layout, (B_, heads, N, d)
+  q, k, v; a logit_scale switches the kernels to Swin-V2 cosine attention;
+- fastswin::shifted_window_attention_triton (+ _window_backward): image layout, a
+  (B, H, W, 3C) qkv map in, the (B, H, W, C) attention output out.
+
+A custom op cannot return None: empty tensors stand for the gradients not asked for.
+"""
+from typing import List, Optional, Tuple
+
+import torch
+
+from fastswin import reference
+from fastswin.ops.attention.launch import ImageLayout, bshd_empty, window_attention_backward, window_attention_forward
+from fastswin.ops.attention.policy import accumulator
+
+
+# ----------------------------------------------------------------------------- window layout
+
+
+# One pair of ops for v1 and v2: logit_scale given switches the kernels to cosine attention.
+@torch.library.custom_op("fastswin::window_attention_triton", mutates_args=())
+def window_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor],
+                        mask: Optional[torch.Tensor], logit_scale: Optional[torch.Tensor],
+                        scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    return window_attention_forward(q, k, v, bias, mask, scale, logit_scale)
+
+
+@window_attention_op.register_fake
+def _(q, k, v, bias, mask, logit_scale, scale):
+    B_, heads, n, _ = q.shape
+    return bshd_empty(q), q.new_empty(B_, heads, n, dtype=accumulator(q.dtype))
+
+
+@torch.library.custom_op("fastswin::window_attention_triton_backward", mutates_args=())
+def window_attention_backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+                                 out: torch.Tensor, lse: torch.Tensor, bias: Optional[torch.Tensor],
+                                 mask: Optional[torch.Tensor], logit_scale: Optional[torch.Tensor], scale: float,
+                                 bias_grad: bool, logit_scale_grad: bool,
+                                 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv, dbias, *dscale = window_attention_backward(
+        grad_out, q, k, v, out, lse, bias, mask, scale, bias_grad, logit_scale=logit_scale,
+        logit_scale_grad=logit_scale_grad)
+    return dq, dk, dv, dbias if bias_grad else q.new_empty(0), dscale[0] if logit_scale_grad else q.new_empty(0)
+
+
+@window_attention_backward_op.register_fake
+def _(grad_out, q, k, v, out, lse, bias, mask, logit_scale, scale, bias_grad, logit_scale_grad):
+    dbias = bias.new_empty(bias.shape) if bias_grad else q.new_empty(0)
+    dscale = logit_scale.new_empty(logit_scale.shape) if logit_scale_grad else q.new_empty(0)
+    return bshd_empty(q), bshd_empty(q), bshd_empty(q), dbias, dscale
+
+
+def _window_setup_context(ctx, inputs, output):
+    q, k, v, bias, mask, logit_scale, ctx.scale = inputs
+    out, lse = output
+    ctx.save_for_backward(q, k, v, bias, mask, logit_scale, out, lse)
+    ctx.mark_non_differentiable(lse)
+
+
+def _window_backward(ctx, grad_out, _grad_lse):
+    q, k, v, bias, mask, logit_scale, out, lse = ctx.saved_tensors
+    bias_grad = bias is not None and ctx.needs_input_grad[3]
+    scale_grad = logit_scale is not None and ctx.needs_input_grad[5]
+    dq, dk, dv, dbias, dscale = window_attention_backward_op(grad_out, q, k, v, out, lse, bias, mask, logit_scale,
+                                                             ctx.scale, bias_grad, scale_grad)
+    return dq, dk, dv, dbias if bias_grad else None, None, dscale if scale_grad else None, None
+
+
+window_attention_op.register_autograd(_window_backward, setup_context=_window_setup_context)
+
+
+# ----------------------------------------------------------------------------- image layout
+
+
+def _qkv_views(qkv: torch.Tensor, num_heads: int):
+    """q, k, v of a (B, H, W, 3C) map as (B, heads, H * W, d) views (a copy only if H and
+    W cannot be merged)."""
+    B, H, W, C3 = qkv.shape
+    return qkv.reshape(B, H * W, 3, num_heads, C3 // (3 * num_heads)).permute(2, 0, 3, 1, 4)
+
+
+def _heads_view(x: torch.Tensor, num_heads: int) -> torch.Tensor:
+    """A (B, H, W, C) map as a (B, heads, H * W, d) view."""
+    B, H, W, C = x.shape
+    return x.reshape(B, H * W, num_heads, C // num_heads).transpose(1, 2)
+
+
+def _image_layout(qkv, window_size, shift_size, timm_order, qkv_bias) -> ImageLayout:
+    return ImageLayout(qkv.shape[1], qkv.shape[2], tuple(window_size), tuple(shift_size), timm_order, qkv_bias)
+
+
+def _scale(qkv: torch.Tensor, num_heads: int) -> float:
+    return (qkv.shape[3] // (3 * num_heads)) ** -0.5
+
+
+def _windows(qkv: torch.Tensor, window_size) -> int:
+    Hp, Wp = reference.padded_size(qkv.shape[1], qkv.shape[2], window_size)
+    return qkv.shape[0] * (Hp // window_size[0]) * (Wp // window_size[1])
+
+
+@torch.library.custom_op("fastswin::shifted_window_attention_triton", mutates_args=())
+def image_attention_op(qkv: torch.Tensor, bias: Optional[torch.Tensor], logit_scale: Optional[torch.Tensor],
+                       qkv_bias: Optional[torch.Tensor], num_heads: int, window_size: List[int],
+                       shift_size: List[int], timm_order: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    q, k, v = _qkv_views(qkv, num_heads)
+    out, lse = window_attention_forward(q, k, v, bias, None, _scale(qkv, num_heads), logit_scale,
+                                        image=_image_layout(qkv, window_size, shift_size, timm_order, qkv_bias))
+    B, H, W, C3 = qkv.shape
+    return out.transpose(1, 2).reshape(B, H, W, C3 // 3), lse
+
+
+@image_attention_op.register_fake
+def _(qkv, bias, logit_scale, qkv_bias, num_heads, window_size, shift_size, timm_order):
+    B, H, W, C3 = qkv.shape
+    n = window_size[0] * window_size[1]
+    return (qkv.new_empty(B, H, W, C3 // 3),
+            qkv.new_empty(_windows(qkv, window_size), num_heads, n, dtype=accumulator(qkv.dtype)))
+
+
+@torch.library.custom_op("fastswin::shifted_window_attention_triton_backward", mutates_args=())
+def image_attention_backward_op(grad_out: torch.Tensor, qkv: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+                                bias: Optional[torch.Tensor], logit_scale: Optional[torch.Tensor],
+                                qkv_bias: Optional[torch.Tensor], num_heads: int, window_size: List[int],
+                                shift_size: List[int], timm_order: bool, bias_grad: bool, scale_grad: bool,
+                                fill_grad: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    q, k, v = _qkv_views(qkv, num_heads)
+    dqkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
+    grads = window_attention_backward(
+        _heads_view(grad_out, num_heads), q, k, v, _heads_view(out, num_heads), lse, bias, None,
+        _scale(qkv, num_heads), bias_grad, logit_scale=logit_scale, logit_scale_grad=scale_grad,
+        image=_image_layout(qkv, window_size, shift_size, timm_order, qkv_bias), fill_grad=fill_grad,
+        grads=tuple(_qkv_views(dqkv, num_heads)))
+    dbias, dfill = grads[3], grads[-1]
+    dscale = grads[4] if logit_scale is not None else None
+    return tuple(x if x is not None else qkv.new_empty(0) for x in (dqkv, dbias, dscale, dfill))
+
+
+@image_attention_backward_op.register_fake
+def _(grad_out, qkv, out, lse, bias, logit_scale, qkv_bias, num_heads, window_size, shift_size, timm_order,
+      bias_grad, scale_grad, fill_grad):
+    def like(x, wanted):
+        return x.new_empty(x.shape) if wanted else qkv.new_empty(0)
+
+    return qkv.new_empty(qkv.shape), like(bias, bias_grad), like(logit_scale, scale_grad), like(qkv_bias, fill_grad)
+
+
+def _image_setup_context(ctx, inputs, output):
+    qkv, bias, logit_scale, qkv_bias, ctx.num_heads, ctx.window_size, ctx.shift_size, ctx.timm_order = inputs
+    out, lse = output
+    ctx.save_for_backward(qkv, bias, logit_scale, qkv_bias, out, lse)
+    ctx.mark_non_differentiable(lse)
+
+
+def _image_backward(ctx, grad_out, _grad_lse):
+    qkv, bias, logit_scale, qkv_bias, out, lse = ctx.saved_tensors
+    wanted = [t is not None and ctx.needs_input_grad[i] for i, t in ((1, bias), (2, logit_scale), (3, qkv_bias))]
+    dqkv, dbias, dscale, dfill = image_attention_backward_op(
+        grad_out, qkv, out, lse, bias, logit_scale, qkv_bias, ctx.num_heads, ctx.window_size, ctx.shift_size,
+        ctx.timm_order, *wanted)
+    dbias, dscale, dfill = (g if w else None for g, w in zip((dbias, dscale, dfill), wanted))
+    return dqkv, dbias, dscale, dfill, None, None, None, None
+
+
+image_attention_op.register_autograd(_image_backward, setup_context=_image_setup_context)

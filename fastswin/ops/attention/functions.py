@@ -1,0 +1,172 @@
+"""The public attention functions, each choosing its backend: `window_attention` and
+`cosine_window_attention` on windows, `shifted_window_attention` on the image layout.
+
+Backends: "triton", the fused kernels (through the registered ops, custom_ops.py);
+for shifted_window_attention also "cuda" and "cpu", fastswin's window partition /
+reverse kernels composed with the window attention (the fallback where the Triton
+kernels cannot run, and the baseline the fused path is measured against); and
+"reference", the pure PyTorch ops of fastswin.reference.
+"""
+import functools
+from typing import Optional
+
+import torch
+
+from fastswin import reference
+from fastswin._extension import compiled_backend_reason
+from fastswin.backends import select_backend
+from fastswin.ops.arguments import IntPair, as_pair
+from fastswin.ops.attention.checks import (check_logit_scale, check_map, check_windows, map_triton_reason,
+                                           windows_triton_reason)
+from fastswin.ops.attention.custom_ops import image_attention_op, window_attention_op
+from fastswin.ops.window_process import window_partition, window_reverse
+
+
+def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                     mask: Optional[torch.Tensor] = None, scale: Optional[float] = None, *,
+                     backend: Optional[str] = None) -> torch.Tensor:
+    """Swin-V1 window attention: softmax(scale * q k^T + bias + mask[b % nW]) v, per window and head.
+
+    Args:
+        q, k, v: (B_, heads, N, d), same shape, dtype and device; any strides (views
+            into a packed qkv, `qkv.reshape(B_, N, 3, heads, d).permute(2, 0, 3, 1, 4)`,
+            are read in place; only a non-unit last stride costs a copy).
+        bias: (heads, N, N) additive relative-position bias, any float dtype,
+            differentiable, or None.
+        mask: (nW, N, N) additive shift mask, any float dtype, not differentiable, or
+            None; window b uses mask[b % nW], so B_ must be a multiple of nW.
+        scale: multiplier of q k^T; default d ** -0.5.
+        backend: "auto" (default: $FASTSWIN_BACKEND or auto), "triton" or "reference".
+            The Triton kernels take N <= 256, 16 <= d <= 128, fp16 / bf16 / fp32 CUDA
+            tensors (CPU tensors in the Triton interpreter when forced, fp64 too).
+
+    Returns:
+        (B_, heads, N, d) in q's dtype; from the Triton backend a view of a
+        contiguous (B_, N, heads, d) buffer, so `.transpose(1, 2).reshape(B_, N, C)`
+        costs no copy.
+
+    The Triton backward sums the bias gradient over groups of windows in each
+    program, then adds the groups atomically, or, under
+    torch.use_deterministic_algorithms(True) (and whenever a window spans several
+    tiles, see tile_config), sums per-group partials in a fixed order.
+    """
+    check_windows(q, k, v, bias, mask)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    name = select_backend("window_attention", backend, [
+        ("triton", lambda: windows_triton_reason(q, backend)),
+        ("reference", lambda: None),
+    ])
+    if name == "reference":
+        return reference.window_attention(q, k, v, _as_dtype(bias, q.dtype), _as_dtype(mask, q.dtype), scale)
+    return window_attention_op(q, k, v, bias, mask, None, scale)[0]
+
+
+def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, logit_scale: torch.Tensor,
+                            bias: Optional[torch.Tensor] = None, mask: Optional[torch.Tensor] = None, *,
+                            backend: Optional[str] = None) -> torch.Tensor:
+    """Swin-V2 scaled cosine window attention, per window and head:
+    softmax(cos(q_i, k_j) * exp(min(logit_scale[h], log 100)) + bias + mask[b % nW]) v.
+
+    Args:
+        q, k, v: (B_, heads, N, d), as for `window_attention` (strided views read in
+            place). q and k are L2-normalized inside the kernels exactly as
+            F.normalize(dim=-1) does (x / max(||x||, 1e-12)); no normalized copies.
+        logit_scale: (heads, 1, 1), the raw (log-space) parameter, any float dtype,
+            differentiable; its gradient is 0 where the clamp at log 100 is active,
+            at exactly log 100 (rounded to the kernel's fp32) too, as torch.clamp's.
+            The Triton kernels read it in fp32 (fp64 for fp64 inputs).
+        bias: (heads, N, N) additive bias (Swin-V2: 16 * sigmoid(cpb_mlp(...))), any
+            float dtype, differentiable, or None.
+        mask: (nW, N, N) additive shift mask, not differentiable, or None; window b
+            uses mask[b % nW].
+        backend: "auto" (default: $FASTSWIN_BACKEND or auto), "triton" or "reference";
+            the Triton kernels take what `window_attention`'s do.
+
+    Returns:
+        (B_, heads, N, d) in q's dtype; from the Triton backend a view of a
+        contiguous (B_, N, heads, d) buffer.
+
+    The Triton backward reduces dbias and dlogit_scale inside each program (a group
+    of windows of one head) and adds them with one atomic per program, or, under
+    torch.use_deterministic_algorithms(True), sums per-program partials in a fixed
+    order.
+    """
+    check_windows(q, k, v, bias, mask, "cosine_window_attention")
+    check_logit_scale(logit_scale, q)
+    name = select_backend("cosine_window_attention", backend, [
+        ("triton", lambda: windows_triton_reason(q, backend)),
+        ("reference", lambda: None),
+    ])
+    if name == "reference":
+        return reference.cosine_window_attention(q, k, v, logit_scale.to(q.dtype), _as_dtype(bias, q.dtype),
+                                                 _as_dtype(mask, q.dtype))
+    return window_attention_op(q, k, v, bias, mask, logit_scale, 1.0)[0]
+
+
+def _as_dtype(x: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
+    return None if x is None else x.to(dtype)
+
+
+def _shift_mask(height, width, window_size, shift_size, device, dtype) -> torch.Tensor:
+    """reference.shift_attention_mask, built once per map size, window and shift in
+    eager mode; traced (and constant-folded) under torch.compile."""
+    if torch.compiler.is_compiling():
+        return reference.shift_attention_mask(height, width, window_size, shift_size, device, dtype)
+    return _cached_shift_mask(height, width, window_size, shift_size, device, dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_shift_mask(height, width, window_size, shift_size, device, dtype) -> torch.Tensor:
+    with torch.inference_mode(False):  # a normal tensor even when first asked for under inference mode
+        return reference.shift_attention_mask(height, width, window_size, shift_size, device, dtype)
+
+
+def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: IntPair, shift_size: IntPair,
+                             bias: Optional[torch.Tensor] = None, *, logit_scale: Optional[torch.Tensor] = None,
+                             qkv_bias: Optional[torch.Tensor] = None, order: str = "torchvision",
+                             backend: Optional[str] = None) -> torch.Tensor:
+    """Shifted-window attention of a (B, H, W, 3C) qkv map, in place of roll, pad,
+    partition, window attention, reverse and crop.
+
+    Args:
+        qkv: (B, H, W, 3C), the qkv Linear applied to the un-partitioned map; channels
+            ordered [q | k | v] x heads x head_dim.
+        num_heads: heads; head_dim = C / num_heads.
+        window_size, shift_size: int or (h, w). No shift along a dimension that the
+            padded map fills with one window.
+        bias: (heads, N, N) relative-position bias (N = wh * ww), differentiable.
+        logit_scale: (heads, 1, 1), the raw Swin-V2 parameter: cosine attention with
+            logits scaled by exp(min(logit_scale, log 100)). None: v1 attention with
+            scale head_dim^-0.5.
+        qkv_bias: (3C,), what padded positions read (the qkv Linear's output for a
+            zero token); zeros when None.
+        order: "torchvision" (pad, then roll) or "timm" (roll, then pad); they differ
+            only on maps that are not multiples of the window.
+        backend: "auto", "triton" (the fused image-layout kernels), "cuda", "cpu" or
+            "reference" (see the module docstring).
+
+    Returns:
+        (B, H, W, C): the attention output at the original positions, before the
+        output projection.
+    """
+    window_size, shift_size = as_pair(window_size, "window_size"), as_pair(shift_size, "shift_size")
+    check_map(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order)
+    chosen = select_backend("shifted_window_attention", backend, [
+        ("triton", lambda: map_triton_reason(qkv, num_heads, window_size, shift_size, backend)),
+        ("cuda", lambda: compiled_backend_reason("cuda", qkv.device)),
+        ("cpu", lambda: compiled_backend_reason("cpu", qkv.device)),
+        ("reference", lambda: None),
+    ])
+    if chosen == "triton":
+        shift = reference.effective_shift(qkv.shape[1], qkv.shape[2], window_size, shift_size)
+        return image_attention_op(qkv, _as_dtype(bias, qkv.dtype), logit_scale, _as_dtype(qkv_bias, qkv.dtype),
+                                  num_heads, list(window_size), list(shift), order == "timm")[0]
+    if chosen == "reference":
+        return reference.shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale,
+                                                  qkv_bias, order)
+    return reference.compose_shifted_window_attention(
+        qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order,
+        partition=lambda x, w, s: window_partition(x, w, s, backend=chosen),
+        reverse=lambda x, w, h, wd, s: window_reverse(x, w, h, wd, s, backend=chosen),
+        attention=lambda q, k, v, bias, mask: window_attention(q, k, v, bias, mask),
+        cosine_attention=reference.cosine_window_attention, attention_mask=_shift_mask)

@@ -1,0 +1,52 @@
+"""The logits of one (query, key) tile and their softmax gradient: scale * q k^T plus
+the relative-position bias and the shift mask (a tensor in the window layout, token
+regions in the image layout).
+"""
+from fastswin.ops._triton import tl, triton
+from fastswin.ops.attention.image_index import token_regions
+from fastswin.ops.attention.tiles import load_pairs
+
+
+@triton.jit
+def additive_terms(bias_ptr, mask_ptr, rows, keys, window, windows_w, windows_per_image, shift_h, shift_w,
+                   N_CTX: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, IMAGE: tl.constexpr,
+                   WIN_H: tl.constexpr, WIN_W: tl.constexpr, ACC: tl.constexpr):
+    """What is added to scale * q k^T on one (query, key) tile: (a tile, the rows' and
+    the keys' shift-mask region codes); bias_ptr and mask_ptr point at this head's bias
+    and this window's mask.
+
+    The tile holds the bias and the window layout's mask tensor. The image layout's
+    mask is -100 between tokens of different regions (token_regions); it is applied
+    to the logits by logits, in their own layout, rather than built as a tile here
+    (which cost a 64 x 64 fp32 layout conversion and, in the sm_90 cosine backward,
+    spills). Without it the codes are zeros and that step folds away."""
+    additive = tl.zeros((rows.shape[0], keys.shape[0]), ACC)
+    if HAS_BIAS:
+        additive += load_pairs(bias_ptr, rows, keys, N_CTX, ACC)
+    if HAS_MASK and not IMAGE:
+        additive += load_pairs(mask_ptr, rows, keys, N_CTX, ACC)
+    if HAS_MASK and IMAGE:
+        return (additive, token_regions(window, rows, windows_w, windows_per_image, shift_h, shift_w, WIN_H, WIN_W),
+                token_regions(window, keys, windows_w, windows_per_image, shift_h, shift_w, WIN_H, WIN_W))
+    else:
+        return additive, tl.zeros_like(rows), tl.zeros_like(keys)
+
+
+@triton.jit
+def logits(q, k, keys, scale, additive, row_region, key_region, N_CTX: tl.constexpr, PRECISION: tl.constexpr,
+           ACC: tl.constexpr):
+    """S = scale * q k^T + additive, - 100 between regions (see additive_terms), on one
+    (query, key) tile; -inf in padded key columns."""
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION, out_dtype=ACC) * scale + additive
+    s = tl.where(row_region[:, None] != key_region[None, :], s - 100.0, s)
+    # Padded query rows stay finite (q and the additive terms are zero there), so no NaN arises.
+    return tl.where(keys[None, :] < N_CTX, s, float("-inf"))
+
+
+@triton.jit
+def score_grads(q, k, v, do, lse, delta, keys, scale, additive, row_region, key_region, N_CTX: tl.constexpr,
+                PRECISION: tl.constexpr, ACC: tl.constexpr):
+    """P = exp(S - lse) and dS = P * (dO V^T - D) on one (query, key) tile."""
+    p = tl.exp(logits(q, k, keys, scale, additive, row_region, key_region, N_CTX, PRECISION, ACC) - lse[:, None])
+    dp = tl.dot(do, tl.trans(v), input_precision=PRECISION, out_dtype=ACC)
+    return p, p * (dp - delta[:, None])
