@@ -1,11 +1,13 @@
 """Merge one GPU validation run into a single results file.
 
-    python benchmarks/collect_results.py OUT_DIR
+    python benchmarks/collect_results.py WORK_DIR [RESULTS_FILE]
 
-Reads OUT_DIR/tests.xml (pytest junit), OUT_DIR/check.log (`fastswin check` on
-the GPU), OUT_DIR/pytest-benchmark.json and OUT_DIR/bench/results.json; writes
-OUT_DIR/gpu-validation.json with the environment (GPU, versions, date), the test
-and check summaries and every figure.
+Reads, where present (a step cut short leaves some out), WORK_DIR/tests.xml (pytest
+junit), WORK_DIR/check.log (`fastswin check` on the GPU), WORK_DIR/steps.log (each
+step's exit status and seconds), WORK_DIR/pytest-benchmark.json, every
+WORK_DIR/bench*/results.json (`fastswin bench --out`) and the last lines of every
+WORK_DIR/*.log; writes RESULTS_FILE (default WORK_DIR/gpu-validation.json) with the
+environment (GPU, versions, date), the test and check summaries and every figure.
 """
 import json
 import sys
@@ -41,19 +43,35 @@ def pytest_benchmarks(path: Path) -> list:
             for b in json.loads(path.read_text())["benchmarks"]]
 
 
-def main(out: Path) -> None:
-    bench = out / "bench" / "results.json"
+def bench_rows(out: Path):
+    """The rows of every `fastswin bench` results file under out, or None if there is none."""
+    files = sorted(out.glob("bench*/results.json"))
+    if not files:
+        return None
+    runs = [json.loads(f.read_text()) for f in files]
+    return {**runs[0], "rows": [row for run in runs for row in run["rows"]]}
+
+
+def log_tails(out: Path, lines: int = 40) -> dict:
+    return {f.stem: f.read_text(errors="replace").splitlines()[-lines:] for f in sorted(out.glob("*.log"))}
+
+
+def main(out: Path, dest: Path) -> None:
+    steps = out / "steps.log"
     results = {
         "environment": info.environment(),
         "compiled": info.compiled_parts(),
         "tests": test_summary(out / "tests.xml"),
         "check": check_summary(out / "check.log"),
-        "fastswin_bench": json.loads(bench.read_text()) if bench.exists() else None,
+        "steps": steps.read_text().splitlines() if steps.exists() else [],
+        "fastswin_bench": bench_rows(out),
         "pytest_benchmark": pytest_benchmarks(out / "pytest-benchmark.json"),
+        "logs": log_tails(out),
     }
-    (out / "gpu-validation.json").write_text(json.dumps(results, indent=2))
-    print(f"wrote {out / 'gpu-validation.json'}: tests {results['tests']}")
+    dest.write_text(json.dumps(results, indent=2))
+    print(f"wrote {dest}: tests {results['tests']}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    work = Path(sys.argv[1])
+    main(work, Path(sys.argv[2]) if len(sys.argv) > 2 else work / "gpu-validation.json")

@@ -111,18 +111,23 @@ def _bench_sections(args, device: torch.device, dtype: torch.dtype, bandwidth: f
     model_batch = args.batch or (128 if cuda else 2)
     modes = [args.mode] if args.mode else ["infer", "train"]
     sections = [
-        (f"window partition / reverse, batch {batch}", lambda: benchmark.window_process_rows(
+        ("process", f"window partition / reverse, batch {batch}", lambda: benchmark.window_process_rows(
             device, dtype, batch, bandwidth, process_stages, repeats)),
-        (f"window attention, batch {batch}", lambda: benchmark.window_attention_rows(
+        ("attention", f"window attention, batch {batch}", lambda: benchmark.window_attention_rows(
             device, dtype, batch, bandwidth, attention_stages, repeats, with_compile=cuda and not args.quick)),
-        (f"shifted-window attention (image layout), batch {batch}", lambda: benchmark.shifted_window_attention_rows(
-            device, dtype, batch, bandwidth, image_stages, repeats, with_compile=cuda and not args.quick)),
-        (f"models, batch {model_batch}", lambda: benchmark.model_rows(device, models, model_batch, modes,
-                                                                     repeats=3 if args.quick else 10)),
+        ("image", f"shifted-window attention (image layout), batch {batch}",
+         lambda: benchmark.shifted_window_attention_rows(device, dtype, batch, bandwidth, image_stages, repeats,
+                                                         with_compile=cuda and not args.quick)),
+        ("models", f"models, batch {model_batch}",
+         lambda: benchmark.model_rows(device, models, model_batch, modes, repeats=3 if args.quick else 10)),
     ]
-    if args.model:  # --model asks for the model benchmark alone
-        sections = sections[-1:]
-    return sections
+    # --model asks for the model benchmark alone unless --only says otherwise.
+    only = args.only.split(",") if args.only else ["models"] if args.model else [key for key, _, _ in sections]
+    unknown = set(only) - {key for key, _, _ in sections}
+    if unknown:
+        raise SystemExit(f"fastswin bench: --only takes {', '.join(key for key, _, _ in sections)}; "
+                         f"got {', '.join(sorted(unknown))}")
+    return [(title, run) for key, title, run in sections if key in only]
 
 
 def cmd_bench(args) -> int:
@@ -139,19 +144,25 @@ def cmd_bench(args) -> int:
         print(f"[{i}/{len(sections)}] {title} ...", end="", flush=True)
         rows += run()
         print(f" {time.perf_counter() - start:.1f} s", flush=True)
+        if args.out:  # after every section, so that a run cut short keeps what it measured
+            results = _write_bench_results(Path(args.out), rows, env, device, bandwidth)
     print(_format_table(rows))
     if args.out:
-        _write_bench_results(Path(args.out), rows, env, device, bandwidth, str(dtype))
+        _write_bench_plots(Path(args.out), results, env, str(dtype))
     return 0
 
 
-def _write_bench_results(out: Path, rows, env, device: torch.device, bandwidth: float, dtype: str) -> None:
-    from fastswin.plots import speedup_plot, throughput_plot
-
+def _write_bench_results(out: Path, rows, env, device: torch.device, bandwidth: float) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     results = {"environment": env, "compiled": info.compiled_parts(), "device": device.type,
                "copy_bandwidth_gbps": bandwidth, "rows": [r.as_dict() for r in rows]}
     (out / "results.json").write_text(json.dumps(results, indent=2))
+    return results
+
+
+def _write_bench_plots(out: Path, results: dict, env, dtype: str) -> None:
+    from fastswin.plots import speedup_plot, throughput_plot
+
     title = f"fastswin {env['fastswin']} on {env['gpu'] or 'CPU'}, torch {env['torch']}, {dtype}"
     written = [out / "results.json"]
     op_rows = [r for r in results["rows"] if r["op"] != "model"]
@@ -173,6 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--dtype", choices=DTYPES, help="op dtype (default bf16 on CUDA, fp32 on CPU)")
     bench.add_argument("--model", help="timm model name(s), comma-separated: benchmark only these models")
     bench.add_argument("--mode", choices=("infer", "train"), help="model benchmark mode (default both)")
+    bench.add_argument("--only", help="sections to run, comma-separated: process, attention, image, models")
     bench.add_argument("--out", help="directory for results.json, speedup.png and throughput.png")
     bench.set_defaults(run=cmd_bench)
     check = sub.add_parser("check", help="correctness self-test of every backend against the reference")

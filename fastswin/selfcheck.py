@@ -62,6 +62,34 @@ def _cases() -> List[Case]:
     ]
 
 
+def _gpu_cases() -> List[Case]:
+    """GPU-sized cases: enough windows that each backward program sums dbias over eight
+    or more, Swin's 7x7 and SwinV2's 16x16 windows, head_dim 64, a padded map in timm's
+    order with qkv_bias, v1 and v2."""
+    def image(B, H, W, C, heads, window, shift, order, v2):
+        N = window * window
+        shapes = [(B, H, W, 3 * C), (heads, N, N), (3 * C,)] + [(heads, 1, 1)] * v2
+
+        def run(qkv, bias, qkv_bias, *logit_scale, backend):
+            return ops.shifted_window_attention(qkv, heads, window, shift, bias, logit_scale=(logit_scale or [None])[0],
+                                                qkv_bias=qkv_bias, order=order, backend=backend)
+        return Case(f"shifted_window_attention {B}x{H}x{W}x{C}/{heads} w{window} {order}{' v2' * v2}", shapes, run,
+                    exact=False)
+
+    def mask(like: torch.Tensor) -> torch.Tensor:  # the 64 windows of a shifted 56x56 map
+        return reference.shift_attention_mask(56, 56, (7, 7), (3, 3), like.device, like.dtype)
+
+    return [
+        Case("window_attention 1024x8x49x64", [(1024, 8, 49, 64)] * 3 + [(8, 49, 49)],
+             lambda q, k, v, bias, backend: ops.window_attention(q, k, v, bias, mask(q), backend=backend),
+             exact=False),
+        image(32, 56, 56, 96, 3, 7, 3, "torchvision", False),
+        image(4, 100, 167, 96, 3, 7, 3, "timm", False),
+        image(4, 100, 167, 96, 3, 7, 3, "timm", True),
+        image(16, 64, 64, 96, 3, 16, 8, "torchvision", True),
+    ]
+
+
 def _relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got.double() - want).norm() / want.norm().clamp_min(1e-30)).item()
 
@@ -112,7 +140,8 @@ def device_dtypes(device: torch.device) -> List[torch.dtype]:
 
 
 def run_checks(device: torch.device) -> List[CheckResult]:
-    """Every op x backend (but auto) x dtype the device supports."""
+    """Every op x backend (but auto) x dtype the device supports; on a GPU also GPU-sized cases."""
+    cases = _cases() + (_gpu_cases() if device.type == "cuda" else [])
     return [check_case(case, backend, dtype, device)
-            for case in _cases() for backend in BACKENDS if backend != "auto"
+            for case in cases for backend in BACKENDS if backend != "auto"
             for dtype in device_dtypes(device)]

@@ -1,17 +1,16 @@
 """Test set-up shared by every test.
 
-The Triton kernels are tested in the interpreter on CPU tensors: always without
-a GPU, and on a GPU machine when FASTSWIN_TEST_INTERPRET=1 (the GPU validation
-runs the suite so, then checks the compiled kernels on the GPU with `fastswin
-check`). The interpreter is read when a kernel is decorated, so it is set here,
-before fastswin is imported.
+The Triton kernels are tested compiled, on CUDA tensors, on a GPU machine, and in
+the interpreter on CPU tensors without one (or with FASTSWIN_TEST_INTERPRET=1):
+helpers.KERNEL_DEVICE. The interpreter is read when a kernel is decorated, so it is
+set here, before fastswin is imported.
 """
 import os
 
 import torch
 
 if not torch.cuda.is_available() or os.environ.get("FASTSWIN_TEST_INTERPRET") == "1":
-    os.environ.setdefault("TRITON_INTERPRET", "1")
+    os.environ["TRITON_INTERPRET"] = "1"
 
 import pytest  # noqa: E402
 

@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from fastswin import cli, ops
@@ -95,3 +96,11 @@ def test_compile_report_quick():
         assert any("gather_rows_kernel" in line for line in lines)
     assert " 0 spilling" in lines[-1]
     assert all("SPILLS" not in line for line in lines)
+
+
+def test_bench_only_runs_the_sections_asked_for(tmp_path, capsys):
+    assert cli.main(["bench", "--quick", "--batch", "2", "--only", "process", "--out", str(tmp_path)]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert rows and {r["op"] for r in rows} <= {"window_partition", "window_reverse"}
+    with pytest.raises(SystemExit, match="--only takes"):
+        cli.main(["bench", "--only", "kernels"])

@@ -6,10 +6,10 @@ import torch
 import triton
 import triton.language as tl
 
+from helpers import KERNEL_DEVICE as DEVICE
+
 from fastswin import reference
 from fastswin.ops.attention.image_index import padding_rows, token_regions, token_rows
-
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @triton.jit

@@ -105,10 +105,12 @@ def test_mask_first_built_under_inference_mode_serves_training(device):
 
 
 # ----------------------------------------------------------------------------- the fused image-layout kernels
-# The Triton backend, run in the interpreter on CPU tensors (forced), against the float64
-# reference composition; a result passes when its error is no worse than twice the
-# reference's own at the same precision (test_window_attention's rule).
+# The Triton backend (compiled on a GPU, forced in the interpreter on CPU tensors without
+# one) against the float64 reference composition; a result passes when its error is no
+# worse than twice the reference's own at the same precision (test_window_attention's rule).
 
+from helpers import (INTERPRETED, KERNEL_DEVICE, KERNEL_DTYPE_IDS, KERNEL_DTYPES, compiled_only,  # noqa: E402
+                     interpreter_only)
 from test_window_attention import assert_close_to_reference  # noqa: E402
 
 from fastswin import BackendError  # noqa: E402
@@ -130,11 +132,12 @@ ORDERS = [("torchvision", True), ("timm", True), ("timm", False)]  # (order, wit
 def image_inputs(case, dtype, v2, with_qkv_bias, seed=60):
     B, H, W, C, heads, window, _ = case
     N = window[0] * window[1]
-    qkv = random_tensor((B, H, W, 3 * C), dtype, "cpu", seed)
-    bias = random_tensor((heads, N, N), dtype, "cpu", seed + 1)
+    qkv = random_tensor((B, H, W, 3 * C), dtype, KERNEL_DEVICE, seed)
+    bias = random_tensor((heads, N, N), dtype, KERNEL_DEVICE, seed + 1)
     # One head above the clamp (log 100) on the v2 runs.
-    logit_scale = torch.tensor([5.0, 1.3][:heads], dtype=torch.float32).view(heads, 1, 1) if v2 else None
-    qkv_bias = random_tensor((3 * C,), dtype, "cpu", seed + 2) if with_qkv_bias else None
+    scales = [5.0 if h % 2 == 0 else 1.3 for h in range(heads)]
+    logit_scale = torch.tensor(scales, dtype=torch.float32, device=KERNEL_DEVICE).view(heads, 1, 1) if v2 else None
+    qkv_bias = random_tensor((3 * C,), dtype, KERNEL_DEVICE, seed + 2) if with_qkv_bias else None
     return [qkv, bias, logit_scale, qkv_bias]
 
 
@@ -161,16 +164,36 @@ def test_triton_image_layout_matches_reference(case, order, with_qkv_bias, v2, p
     check_image_layout(case, order, with_qkv_bias, v2, torch.float32)
 
 
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES[1:], ids=KERNEL_DTYPE_IDS[1:])
 @pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
 @pytest.mark.parametrize("case", IMAGE_CASES[:4], ids=image_case_ids)
-def test_triton_image_layout_fp16(case, v2, poisoned_outputs):
-    check_image_layout(case, "torchvision", True, v2, torch.float16)
+def test_triton_image_layout_low_precision(case, v2, dtype, poisoned_outputs):
+    check_image_layout(case, "torchvision", True, v2, dtype)
+
+
+# GPU-sized maps: Swin-T's first stage at batch 32, a padded detection-sized map, SwinV2's
+# 16x16 windows (N = 256), head_dim 64; both orders, qkv_bias, v1 and v2.
+GPU_IMAGE_CASES = [
+    (32, 56, 56, 96, 3, (7, 7), (3, 3)),
+    (2, 200, 334, 96, 3, (7, 7), (3, 3)),
+    (8, 64, 64, 96, 3, (16, 16), (8, 8)),
+    (8, 28, 28, 256, 4, (7, 7), (3, 3)),
+]
+
+
+@compiled_only
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=KERNEL_DTYPE_IDS)
+@pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
+@pytest.mark.parametrize("order", ["torchvision", "timm"])
+@pytest.mark.parametrize("case", GPU_IMAGE_CASES, ids=image_case_ids)
+def test_gpu_sized_maps_match_reference(case, order, v2, dtype, poisoned_outputs):
+    check_image_layout(case, order, True, v2, dtype)
 
 
 def check_image_layout(case, order, with_qkv_bias, v2, dtype):
     inputs = image_inputs(case, dtype, v2, with_qkv_bias)
     B, H, W, C = case[:4]
-    grad = random_tensor((B, H, W, C), torch.float64, "cpu", 70)
+    grad = random_tensor((B, H, W, C), torch.float64, KERNEL_DEVICE, 70)
     got_out, got_grads = run_image_attention(inputs, case, order, grad, "triton")
     same_out, same_grads = run_image_attention(inputs, case, order, grad, "reference")
     exact_out, exact_grads = run_image_attention([None if t is None else t.double() for t in inputs], case, order,
@@ -192,7 +215,7 @@ def check_image_layout(case, order, with_qkv_bias, v2, dtype):
 def test_triton_image_layout_deterministic_equals_atomic():
     case = IMAGE_CASES[1]
     inputs = image_inputs(case, torch.float32, v2=True, with_qkv_bias=True)
-    grad = random_tensor(case[:3] + (case[3],), torch.float64, "cpu", 71)
+    grad = random_tensor(case[:3] + (case[3],), torch.float64, KERNEL_DEVICE, 71)
     _, atomic = run_image_attention(inputs, case, "torchvision", grad, "triton")
     torch.use_deterministic_algorithms(True)
     try:
@@ -214,6 +237,7 @@ def test_padding_store_alignment_is_what_the_rows_allow():
         assert row_alignment(k) == want
 
 
+@interpreter_only
 def test_triton_image_layout_gradcheck():
     case = (1, 5, 6, 32, 2, (4, 4), (2, 1))
     inputs = [t.double().requires_grad_() for t in image_inputs(case, torch.float64, v2=False, with_qkv_bias=True)
@@ -235,8 +259,9 @@ def test_triton_image_layout_opcheck():
 
 
 def test_triton_image_layout_says_why_it_cannot_run():
-    qkv = torch.randn(1, 7, 7, 3 * 16)
+    qkv = torch.randn(1, 7, 7, 3 * 16, device=KERNEL_DEVICE)
     with pytest.raises(BackendError, match="head_dim 8"):
         ops.shifted_window_attention(qkv, 2, 7, 3, backend="triton")
-    with pytest.raises(BackendError, match="bf16"):
-        ops.shifted_window_attention(qkv.bfloat16(), 1, 7, 3, backend="triton")
+    if INTERPRETED:
+        with pytest.raises(BackendError, match="bf16"):
+            ops.shifted_window_attention(qkv.bfloat16(), 1, 7, 3, backend="triton")

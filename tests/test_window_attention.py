@@ -1,5 +1,6 @@
-"""fastswin.ops.window_attention: Triton kernels (the interpreter on CPU) against the
-float64 reference.
+"""fastswin.ops.window_attention: the Triton kernels (compiled on a GPU, in the
+interpreter on CPU tensors without one: helpers.KERNEL_DEVICE) against the float64
+reference.
 
 A kernel result passes when its error against float64 is no worse than twice
 PyTorch's own error at the same precision (the reference run in that dtype),
@@ -12,7 +13,8 @@ import sys
 import pytest
 import torch
 
-from helpers import random_tensor
+from helpers import (KERNEL_DEVICE, KERNEL_DTYPE_IDS, KERNEL_DTYPES, compiled_only, interpreter_only,
+                     random_tensor)
 
 from fastswin import BackendError, reference
 from fastswin.ops import window_attention
@@ -32,19 +34,19 @@ CASES = [
     (2, 2, 49, 24, True, 2),  # head_dim padded to a 32-wide tile
 ]
 SCALE = 0.37  # not head_dim ** -0.5, so a kernel that ignores it fails
-FLOOR = {torch.float32: 1e-6, torch.float16: 1e-3}
+FLOOR = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}
 
 
-def make_inputs(B_, heads, n, d, with_bias, nW, dtype, seed=0):
+def make_inputs(B_, heads, n, d, with_bias, nW, dtype, seed=0, device=KERNEL_DEVICE):
     """q, k, v as the strided views a Swin block makes of its packed qkv; bias and mask."""
-    qkv = random_tensor((B_, n, 3, heads, d), dtype, "cpu", seed)
+    qkv = random_tensor((B_, n, 3, heads, d), dtype, device, seed)
     q, k, v = qkv.permute(2, 0, 3, 1, 4)
-    bias = random_tensor((heads, n, n), dtype, "cpu", seed + 1) if with_bias else None
+    bias = random_tensor((heads, n, n), dtype, device, seed + 1) if with_bias else None
     mask = None
     if nW is not None:
         # A real shift mask (0 / -100) where the window allows it, plus noise so
         # that every window of the mask differs.
-        mask = random_tensor((nW, n, n), dtype, "cpu", seed + 2)
+        mask = random_tensor((nW, n, n), dtype, device, seed + 2)
         mask[:, : n // 2, n // 2:] = reference.MASK_VALUE
     return q, k, v, bias, mask
 
@@ -68,13 +70,36 @@ def assert_close_to_reference(name, got, torch_same_precision, exact, dtype):
     assert error <= bound, f"{name}: error {error:.3g} > {bound:.3g} (PyTorch's own error {torch_error:.3g})"
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=KERNEL_DTYPE_IDS)
 @pytest.mark.parametrize("case", CASES, ids=[f"B{c[0]}-h{c[1]}-N{c[2]}-d{c[3]}-bias{int(c[4])}-nW{c[5]}"
                                              for c in CASES])
 def test_forward_and_gradients_match_reference(case, dtype, poisoned_outputs):
+    check_against_reference(case, dtype)
+
+
+# GPU-sized: enough windows that each backward program sums dbias over eight or more
+# (windows_per_program), Swin's and SwinV2's windows (N = 49, 64, 144, 256), head_dim 64.
+GPU_CASES = [
+    (1024, 8, 49, 32, True, 64),
+    (1024, 8, 64, 32, True, 16),
+    (512, 16, 144, 32, True, 4),
+    (256, 32, 256, 32, True, None),
+    (1024, 8, 49, 64, True, 64),
+]
+
+
+@compiled_only
+@pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=KERNEL_DTYPE_IDS)
+@pytest.mark.parametrize("case", GPU_CASES, ids=[f"B{c[0]}-h{c[1]}-N{c[2]}-d{c[3]}-nW{c[5]}" for c in GPU_CASES])
+def test_gpu_sized_windows_match_reference(case, dtype, poisoned_outputs):
+    assert windows_per_program(case[0], case[1]) >= 8
+    check_against_reference(case, dtype)
+
+
+def check_against_reference(case, dtype):
     B_, heads, n, d, with_bias, nW = case
     q, k, v, bias, mask = make_inputs(B_, heads, n, d, with_bias, nW, dtype)
-    grad_out = random_tensor((B_, heads, n, d), dtype, "cpu", 7)
+    grad_out = random_tensor((B_, heads, n, d), dtype, KERNEL_DEVICE, 7)
 
     leaves = [t.detach().clone().requires_grad_() if t is not None else None for t in (q, k, v, bias)]
     out = window_attention(*leaves[:3], leaves[3], mask, SCALE, backend="triton")
@@ -104,6 +129,7 @@ def test_default_scale_is_head_dim_rsqrt():
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
 
 
+@interpreter_only
 @pytest.mark.parametrize("n", [20, 72], ids=["one-tile", "multi-tile"])
 def test_gradcheck_through_triton(n):
     """float64 runs in the interpreter (accumulating in fp64), so gradcheck's default
@@ -122,7 +148,7 @@ def test_deterministic_dbias_equals_atomic(n):
     bitwise reproducible."""
     q, k, v, bias, mask = make_inputs(5, 2, n, 16, True, 5, torch.float32)
     out, lse = window_attention_forward(q, k, v, bias, mask, SCALE)
-    grad_out = random_tensor(out.shape, torch.float32, "cpu", 3)
+    grad_out = random_tensor(out.shape, torch.float32, KERNEL_DEVICE, 3)
     run = lambda deterministic: window_attention_backward(  # noqa: E731
         grad_out, q, k, v, out, lse, bias, mask, SCALE, True, deterministic=deterministic, group_size=2)
     atomic, first, second = run(False), run(True), run(True)
@@ -175,7 +201,7 @@ def test_torch_compile_traces_the_op_fullgraph_without_recompiles():
 
 def test_auto_backend_on_cpu_falls_back_to_reference():
     """The interpreter runs only when forced: auto mode takes the reference silently."""
-    q, k, v, bias, mask = make_inputs(2, 2, 49, 16, True, 2, torch.float32)
+    q, k, v, bias, mask = make_inputs(2, 2, 49, 16, True, 2, torch.float32, device="cpu")
     out = window_attention(q, k, v, bias, mask, SCALE)
     torch.testing.assert_close(out, reference.window_attention(q, k, v, bias, mask, SCALE))
 
@@ -186,7 +212,7 @@ def test_auto_backend_on_cpu_falls_back_to_reference():
     (49, 160, torch.float32, "head_dim 160"),
 ])
 def test_forced_triton_rejects_what_it_cannot_run(n, d, dtype, needle):
-    q = torch.randn(2, 1, n, d, dtype=dtype)
+    q = torch.randn(2, 1, n, d, dtype=dtype, device=KERNEL_DEVICE)
     with pytest.raises(BackendError, match=needle):
         window_attention(q, q, q, backend="triton")
     # Auto mode runs them on the reference.
