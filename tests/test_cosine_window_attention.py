@@ -12,14 +12,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import (KERNEL_DEVICE, KERNEL_DTYPE_IDS, KERNEL_DTYPES, compiled_only, interpreter_only,
-                     random_tensor)
-from test_window_attention import GPU_CASES, assert_close_to_reference, make_inputs
+from helpers import KERNEL_DEVICE, KERNEL_DTYPE_IDS, KERNEL_DTYPES, interpreter_only, random_tensor
+from test_window_attention import assert_close_to_reference, gpu_sized, make_inputs
 
 from fastswin import BackendError, reference
 from fastswin.ops import cosine_window_attention
 from fastswin.ops.attention.launch import window_attention_backward, window_attention_forward
-from fastswin.ops.attention.policy import windows_per_program
 
 # (B_, heads, N, head_dim, bias, nW or None for no mask); N = 144 runs the multi-tile kernels.
 CASES = [
@@ -75,12 +73,9 @@ def test_forward_and_gradients_match_reference(case, dtype, poisoned_outputs):
     check_against_reference(case, dtype)
 
 
-@compiled_only
-@pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=KERNEL_DTYPE_IDS)
-@pytest.mark.parametrize("case", GPU_CASES, ids=[f"B{c[0]}-h{c[1]}-N{c[2]}-d{c[3]}-nW{c[5]}" for c in GPU_CASES])
+@gpu_sized
 def test_gpu_sized_windows_match_reference(case, dtype, poisoned_outputs):
     """test_window_attention's GPU cases: eight or more windows per backward program."""
-    assert windows_per_program(case[0], case[1]) >= 8
     check_against_reference(case, dtype)
 
 

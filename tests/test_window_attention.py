@@ -88,9 +88,17 @@ GPU_CASES = [
 ]
 
 
-@compiled_only
-@pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=KERNEL_DTYPE_IDS)
-@pytest.mark.parametrize("case", GPU_CASES, ids=[f"B{c[0]}-h{c[1]}-N{c[2]}-d{c[3]}-nW{c[5]}" for c in GPU_CASES])
+
+def gpu_sized(test):
+    """test(case, dtype) over GPU_CASES and every kernel dtype, compiled only."""
+    ids = [f"B{c[0]}-h{c[1]}-N{c[2]}-d{c[3]}-nW{c[5]}" for c in GPU_CASES]
+    for mark in (pytest.mark.parametrize("case", GPU_CASES, ids=ids),
+                 pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=KERNEL_DTYPE_IDS), compiled_only):
+        test = mark(test)
+    return test
+
+
+@gpu_sized
 def test_gpu_sized_windows_match_reference(case, dtype, poisoned_outputs):
     assert windows_per_program(case[0], case[1]) >= 8
     check_against_reference(case, dtype)
