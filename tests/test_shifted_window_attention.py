@@ -212,6 +212,39 @@ def check_image_layout(case, order, with_qkv_bias, v2, dtype):
             assert_close_to_reference(name, got, same, exact, dtype)
 
 
+def test_fp32_bias_on_a_low_precision_map_keeps_its_precision(poisoned_outputs):
+    """Under autocast the qkv map is fp16 and the bias parameters fp32: the image-layout
+    kernels read them in fp32, as the window-layout kernels do, so their error is the
+    window layout's, and the bias gradients come back in fp32."""
+    from fastswin import reference
+
+    case = IMAGE_CASES[1]
+    _, _, _, _, heads, window, shift = case
+    qkv, bias, _, qkv_bias = image_inputs(case, torch.float32, v2=False, with_qkv_bias=True)
+    inputs = [qkv.half(), bias, None, qkv_bias]
+    grad = random_tensor(case[:3] + (case[3],), torch.float64, KERNEL_DEVICE, 72)
+
+    def window_layout(qkv, bias, qkv_bias):
+        return reference.compose_shifted_window_attention(
+            qkv, heads, window, shift, bias, None, qkv_bias, "torchvision", reference.window_partition,
+            reference.window_reverse, lambda q, k, v, b, m: ops.window_attention(q, k, v, b, m, backend="triton"),
+            reference.cosine_window_attention)
+
+    leaves = [t.detach().clone().requires_grad_() for t in (inputs[0], bias, qkv_bias)]
+    want_out = window_layout(*leaves)
+    want = [want_out] + list(torch.autograd.grad(want_out, leaves, grad.to(want_out.dtype)))
+    got_out, (dqkv, dbias, _, dfill) = run_image_attention(inputs, case, "torchvision", grad, "triton")
+    _, exact = run_image_attention([None if t is None else t.double() for t in inputs], case, "torchvision", grad,
+                                   "reference")
+    exact_out = ops.shifted_window_attention(inputs[0].double(), heads, window, shift, bias.double(),
+                                             qkv_bias=qkv_bias.double(), backend="reference")
+    assert dbias.dtype == torch.float32 and dfill.dtype == torch.float32
+    for name, got, windowed, ref in zip(["out", "dqkv", "dbias", "dqkv_bias"], [got_out, dqkv, dbias, dfill], want,
+                                        [exact_out, exact[0], exact[1], exact[3]]):
+        error, window_error = ((x.double() - ref).abs().max().item() for x in (got, windowed))
+        assert error <= 1.5 * window_error + 1e-6 * ref.abs().max().item(), (name, error, window_error)
+
+
 def test_triton_image_layout_deterministic_equals_atomic():
     case = IMAGE_CASES[1]
     inputs = image_inputs(case, torch.float32, v2=True, with_qkv_bias=True)

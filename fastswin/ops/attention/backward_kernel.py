@@ -7,7 +7,9 @@ from fastswin.ops.attention.tiles import load_pairs, load_tile, store_key_rows, 
 from fastswin.ops.attention.tokens import key_block, query_block
 
 
-@triton.jit
+# Sizes that change with the batch are not specialized on (1, multiples of 16), so a
+# model compiles its kernels once for every batch size.
+@triton.jit(do_not_specialize=["windows", "windows_per_program"])
 def window_attention_bwd_kernel(
         Q, K, V, BIAS, MASK, LOGIT_SCALE, FILL, OUT, LSE, DOUT, DQ, DK, DV, DBIAS, DLOGIT_SCALE, DPAD,
         stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,

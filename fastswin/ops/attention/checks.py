@@ -100,8 +100,9 @@ def check_map(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bi
     for name, (tensor, shape) in expected.items():
         if tensor is None:
             continue
-        if tuple(tensor.shape) != shape:
-            raise ValueError(f"fastswin.shifted_window_attention: {name} must be {shape}, got {tuple(tensor.shape)}")
+        if tuple(tensor.shape) != shape or not tensor.dtype.is_floating_point:
+            raise ValueError(f"fastswin.shifted_window_attention: {name} must be a float {shape} tensor, got "
+                             f"{tensor.dtype} {tuple(tensor.shape)}")
         if tensor.device != qkv.device:
             raise ValueError(f"fastswin.shifted_window_attention: {name} is on {tensor.device}, qkv on {qkv.device}")
 

@@ -159,8 +159,10 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
     ])
     if chosen == "triton":
         shift = reference.effective_shift(qkv.shape[1], qkv.shape[2], window_size, shift_size)
-        return image_attention_op(qkv, _as_dtype(bias, qkv.dtype), logit_scale, _as_dtype(qkv_bias, qkv.dtype),
-                                  num_heads, list(window_size), list(shift), order == "timm")[0]
+        # bias and qkv_bias are read in their own dtype (fp32 parameters under autocast keep
+        # their precision) and their gradients come back in it.
+        return image_attention_op(qkv, bias, logit_scale, qkv_bias, num_heads, list(window_size), list(shift),
+                                  order == "timm")[0]
     if chosen == "reference":
         return reference.shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale,
                                                   qkv_bias, order)

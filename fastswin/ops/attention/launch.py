@@ -79,7 +79,9 @@ def _layout(q: torch.Tensor, image: Optional[ImageLayout]) -> _Layout:
     per_image = -(-image.height // wh) * windows_w
     args = dict(height=image.height, width=image.width, windows_w=windows_w, windows_per_image=per_image,
                 shift_h=sh, shift_w=sw, channels_per_part=q.shape[1] * q.shape[3])
-    constexprs = layout_constexprs(image.window, True, image.timm_order, image.padded, image.reads_fill)
+    # The orders differ only where there is padding: one kernel serves both elsewhere.
+    constexprs = layout_constexprs(image.window, True, image.timm_order and image.padded, image.padded,
+                                   image.reads_fill)
     return _Layout(q.shape[0] * per_image, wh * ww, args, {**constexprs, "HAS_MASK": sh > 0 or sw > 0})
 
 
