@@ -28,8 +28,8 @@ def table() -> str:
     runs = latest_per_gpu()
     if not runs:
         return "No GPU results committed yet: run `benchmarks/gpu_validate.sh` on a GPU machine."
-    lines = ["| GPU | op | case | mode | dtype | eager ms | fastswin ms | speedup | % of copy bandwidth |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| GPU | op | case | mode | dtype | baseline | baseline ms | fastswin ms | speedup | % of copy bandwidth |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     notes = []
     for gpu, run in sorted(runs.items()):
         env, bench = run["environment"], run["fastswin_bench"] or {"rows": []}
@@ -38,8 +38,8 @@ def table() -> str:
                      f"{run['tests'].get('failures', 0) + run['tests'].get('errors', 0)} failed")
         for r in bench["rows"]:
             roof = f"{r['roofline']:.0%}" if r["roofline"] is not None else "-"
-            lines.append(f"| {gpu} | {r['op']} | {r['case']} | {r['mode']} | {r['dtype']} | {r['baseline_ms']:.3f} "
-                         f"| {r['fastswin_ms']:.3f} | {r['speedup']:.2f}x | {roof} |")
+            lines.append(f"| {gpu} | {r['op']} | {r['case']} | {r['mode']} | {r['dtype']} | {r['baseline']} "
+                         f"| {r['baseline_ms']:.3f} | {r['fastswin_ms']:.3f} | {r['speedup']:.2f}x | {roof} |")
     return "\n".join(lines + [""] + [f"- {n}" for n in notes])
 
 

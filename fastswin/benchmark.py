@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from fastswin import ops, reference
+from fastswin.bench_baselines import attention_baselines, image_baselines
 
 WINDOW = 7
 SHIFT = 3
@@ -24,11 +25,14 @@ SWIN_STAGES = [
     for model, base in (("swin_t", 96), ("swin_b", 128))
     for stage in range(4)
 ]
-# (model, stage, map size, heads, window): Swin-T/B at 224 (window 7), SwinV2-T at 256 (window 8).
+# (model, stage, map size, heads, window): Swin-T/B at 224 (window 7), SwinV2-T at 256 (window 8),
+# and SwinV2-T at 256 with window 16 (N = 256) in stages 1-3: stage 4's 8x8 map clamps its
+# window to 8, the window-8 model's stage 4.
 ATTENTION_STAGES = [
     (model, stage + 1, size >> stage, heads << stage, window)
-    for model, size, heads, window in (("swin_t", 56, 3, 7), ("swin_b", 56, 4, 7), ("swinv2_t", 64, 3, 8))
-    for stage in range(4)
+    for model, size, heads, window, stages in (("swin_t", 56, 3, 7, 4), ("swin_b", 56, 4, 7, 4),
+                                               ("swinv2_t", 64, 3, 8, 4), ("swinv2_t_w16", 64, 3, 16, 3))
+    for stage in range(stages)
 ]
 MODELS_GPU = ("swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224", "swin_base_patch4_window7_224",
               "swinv2_tiny_window8_256")
@@ -188,28 +192,13 @@ def attention_flops(q: torch.Tensor, mode: str) -> int:
     return forward if mode == "fwd" else forward * 7 // 2
 
 
-def sdpa_attention(q, k, v, bias, mask):
-    """PyTorch SDPA with bias + mask as one (B_, heads, N, N) attn_mask: how a user would call it."""
-    attn_mask = bias.expand(q.shape[0], *bias.shape)
-    if mask is not None:
-        nW = mask.shape[0]
-        attn_mask = (attn_mask.view(-1, nW, *bias.shape) + mask[None, :, None]).flatten(0, 1)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-
-
-def attention_baselines(device: torch.device, with_compile: bool) -> Dict[str, Callable]:
-    baselines = {"eager": reference.window_attention, "sdpa": sdpa_attention}
-    if with_compile:
-        baselines["compile"] = torch.compile(reference.window_attention)
-    return baselines
-
-
 def window_attention_rows(device: torch.device, dtype: torch.dtype, batch: int, bandwidth: Optional[float],
                           stages=ATTENTION_STAGES, repeats: int = 20, with_compile: bool = False) -> List[Row]:
     """Window attention (bias + shift mask), forward and forward+backward, fastswin vs the
-    eager reference, SDPA and (optionally) torch.compile of the reference."""
+    baselines of bench_baselines: the eager reference, SDPA, FlexAttention (where it runs)
+    and (optionally) torch.compile of the reference."""
     rows = []
-    baselines = attention_baselines(device, with_compile)
+    baselines = attention_baselines(device, dtype, with_compile)
     for model, stage, size, heads, window in stages:
         qkv, q, k, v, bias, mask = attention_inputs(size, heads, window, batch, device, dtype)
         case = f"{model}.s{stage} {q.shape[0]}x{heads}x{window * window}x{HEAD_DIM}"
@@ -232,12 +221,14 @@ def window_attention_rows(device: torch.device, dtype: torch.dtype, batch: int, 
 
 # ----------------------------------------------------------------------------- shifted-window attention on the image layout
 
-# (model, stage, map size, channels, heads, window, v2) at the models' native resolution.
+# (model, stage, map size, channels, heads, window, v2) at the models' native resolution
+# (SwinV2-T window 16: stages 1-3, as in ATTENTION_STAGES).
 IMAGE_STAGES = [
     (model, stage + 1, size >> stage, channels << stage, heads << stage, window, v2)
-    for model, size, channels, heads, window, v2 in (("swin_t", 56, 96, 3, 7, False), ("swin_b", 56, 128, 4, 7, False),
-                                                     ("swinv2_t", 64, 96, 3, 8, True))
-    for stage in range(4)
+    for model, size, channels, heads, window, v2, stages in (
+        ("swin_t", 56, 96, 3, 7, False, 4), ("swin_b", 56, 128, 4, 7, False, 4), ("swinv2_t", 64, 96, 3, 8, True, 4),
+        ("swinv2_t_w16", 64, 96, 3, 16, True, 3))
+    for stage in range(stages)
 ]
 
 
@@ -264,25 +255,20 @@ def shifted_window_attention_rows(device: torch.device, dtype: torch.dtype, batc
     """The attention of a Swin block between its qkv and proj linears: fastswin's default
     path (on CUDA the fused image-layout kernels) vs eager PyTorch (pad, roll, partition,
     attention, reverse, roll back, crop: the timm / torchvision path), fastswin's own
-    composition (partition kernel + fused window attention + reverse) and torch.compile of
-    the eager path."""
+    composition (partition kernel + fused window attention + reverse), the eager path with
+    FlexAttention (where it runs) and torch.compile of the eager path."""
     rows = []
-    baselines = {"eager": "reference", "composed": device.type}
     for model, stage, size, channels, heads, window, v2 in stages:
         qkv, bias, qkv_bias, logit_scale = image_attention_inputs(size, channels, heads, window, v2, batch, device,
                                                                   dtype)
         shift = window // 2 if size > window else 0
         case = f"{model}.s{stage} {batch}x{size}x{size}x{channels}"
+        impls = image_baselines(device, dtype, heads, window, shift, logit_scale, qkv_bias, with_compile)
 
-        def attend(backend):
-            return lambda x, b: ops.shifted_window_attention(x, heads, window, shift, b, logit_scale=logit_scale,
-                                                             qkv_bias=qkv_bias, backend=backend)
+        def fast(x, b):
+            return ops.shifted_window_attention(x, heads, window, shift, b, logit_scale=logit_scale,
+                                                qkv_bias=qkv_bias)
 
-        impls = {name: attend(backend) for name, backend in baselines.items()}
-        if with_compile:
-            impls["compile"] = torch.compile(lambda x, b: reference.shifted_window_attention(
-                x, heads, (window, window), (shift, shift), b, logit_scale, qkv_bias))
-        fast = attend(None)
         rows += _compare("shifted_window_attention", case, "fwd", dtype, lambda: fast(qkv, bias),
                          {name: (lambda f=fn: f(qkv, bias)) for name, fn in impls.items()}, device, repeats,
                          image_attention_bytes(qkv, "fwd"), bandwidth=bandwidth)

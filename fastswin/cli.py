@@ -1,7 +1,8 @@
 """The `fastswin` command (also `python -m fastswin`).
 
   fastswin info                 versions, devices, compiled parts, backends
-  fastswin bench [--quick] ...  op and model benchmarks against eager PyTorch, SDPA, torch.compile, timm
+  fastswin bench [--quick] ...  op and model benchmarks against eager PyTorch, SDPA, FlexAttention,
+                                torch.compile, timm
   fastswin check                correctness self-test of every backend; non-zero exit on a mismatch
   fastswin profile --out DIR    torch.profiler run of a patched model; top kernels and a trace
   fastswin compile-report       per-kernel resources for sm_80/sm_90 without a GPU; non-zero exit on spills
@@ -17,6 +18,19 @@ import torch
 from fastswin import benchmark, info
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def dtype_list(text: str):
+    """--dtype: one or more of DTYPES, comma-separated."""
+    names = text.split(",")
+    unknown = [name for name in names if name not in DTYPES]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"takes {', '.join(DTYPES)} (comma-separated), got {text!r}")
+    return [DTYPES[name] for name in dict.fromkeys(names)]
+
+
+def _dtype_names(dtypes) -> str:
+    return ", ".join(str(dtype).replace("torch.", "") for dtype in dtypes)
 
 
 def cmd_info(args) -> int:
@@ -85,24 +99,39 @@ def _fmt(value, spec: str) -> str:
 
 
 def _format_table(rows) -> str:
-    header = (f"{'op':24} {'case':32} {'mode':8} {'baseline':9} {'base ms':>9} {'fastswin':>9} {'speedup':>8} "
-              f"{'TFLOP/s':>8} {'GB/s':>8} {'roofline':>8} {'img/s':>8}")
+    header = (f"{'op':24} {'case':32} {'mode':8} {'dtype':13} {'baseline':9} {'base ms':>9} {'fastswin':>9} "
+              f"{'speedup':>8} {'TFLOP/s':>8} {'GB/s':>8} {'roofline':>8} {'img/s':>8}")
     lines = [header, "-" * len(header)]
     for r in rows:
-        lines.append(f"{r.op[:24]:24} {r.case[:32]:32} {r.mode:8} {r.baseline:9} {r.baseline_ms:9.3f} "
-                     f"{r.fastswin_ms:9.3f} {r.speedup:7.2f}x {_fmt(r.tflops, '8.2f'):>8} {_fmt(r.gbps, '8.1f'):>8} "
-                     f"{_fmt(r.roofline, '8.0%'):>8} {_fmt(r.images_per_s, '8.1f'):>8}")
+        lines.append(f"{r.op[:24]:24} {r.case[:32]:32} {r.mode:8} {r.dtype[:13]:13} {r.baseline:9} "
+                     f"{r.baseline_ms:9.3f} {r.fastswin_ms:9.3f} {r.speedup:7.2f}x {_fmt(r.tflops, '8.2f'):>8} "
+                     f"{_fmt(r.gbps, '8.1f'):>8} {_fmt(r.roofline, '8.0%'):>8} {_fmt(r.images_per_s, '8.1f'):>8}")
     return "\n".join(lines)
 
 
-def _bench_sections(args, device: torch.device, dtype: torch.dtype, bandwidth: float):
-    """(title, thunk returning rows) for each part of the benchmark."""
+def _per_dtype(key: str, title: str, rows_of, dtypes):
+    """An op section a dtype, so that each is written out as soon as it is measured."""
+    return [(key, f"{title}, {_dtype_names([dtype])}", lambda dtype=dtype: rows_of(dtype)) for dtype in dtypes]
+
+
+def _stages(stages, args):
+    """The attention stages asked for: --stages by name (model.sN), else the first with
+    --quick, else all."""
+    if args.stages:
+        wanted = set(args.stages.split(","))
+        return [stage for stage in stages if f"{stage[0]}.s{stage[1]}" in wanted]
+    return stages[:1] if args.quick else stages
+
+
+def _bench_sections(args, device: torch.device, dtypes, bandwidth: float):
+    """(title, thunk returning rows) for each part of the benchmark; the op sections once
+    for every dtype of `dtypes`."""
     cuda = device.type == "cuda"
     batch = args.batch or (128 if cuda else 4 if args.quick else 32)
     repeats = 5 if args.quick else 20
     process_stages = benchmark.SWIN_STAGES[:1] if args.quick else benchmark.SWIN_STAGES
-    attention_stages = benchmark.ATTENTION_STAGES[:1] if args.quick else benchmark.ATTENTION_STAGES
-    image_stages = benchmark.IMAGE_STAGES[:1] if args.quick else benchmark.IMAGE_STAGES
+    attention_stages = _stages(benchmark.ATTENTION_STAGES, args)
+    image_stages = _stages(benchmark.IMAGE_STAGES, args)
     if args.model:
         models = [(name, {}) for name in args.model.split(",")]
     else:
@@ -110,35 +139,37 @@ def _bench_sections(args, device: torch.device, dtype: torch.dtype, bandwidth: f
             else [benchmark.TINY_MODEL]
     model_batch = args.batch or (128 if cuda else 2)
     modes = [args.mode] if args.mode else ["infer", "train"]
+    with_compile = cuda and not args.quick
     sections = [
-        ("process", f"window partition / reverse, batch {batch}", lambda: benchmark.window_process_rows(
-            device, dtype, batch, bandwidth, process_stages, repeats)),
-        ("attention", f"window attention, batch {batch}", lambda: benchmark.window_attention_rows(
-            device, dtype, batch, bandwidth, attention_stages, repeats, with_compile=cuda and not args.quick)),
-        ("image", f"shifted-window attention (image layout), batch {batch}",
-         lambda: benchmark.shifted_window_attention_rows(device, dtype, batch, bandwidth, image_stages, repeats,
-                                                         with_compile=cuda and not args.quick)),
+        *_per_dtype("process", f"window partition / reverse, batch {batch}", lambda dtype: benchmark.window_process_rows(
+            device, dtype, batch, bandwidth, process_stages, repeats), dtypes),
+        *_per_dtype("attention", f"window attention, batch {batch}", lambda dtype: benchmark.window_attention_rows(
+            device, dtype, batch, bandwidth, attention_stages, repeats, with_compile=with_compile), dtypes),
+        *_per_dtype("image", f"shifted-window attention (image layout), batch {batch}",
+                    lambda dtype: benchmark.shifted_window_attention_rows(
+                        device, dtype, batch, bandwidth, image_stages, repeats, with_compile=with_compile), dtypes),
         ("models", f"models, batch {model_batch}",
          lambda: benchmark.model_rows(device, models, model_batch, modes, repeats=3 if args.quick else 10)),
     ]
     # --model asks for the model benchmark alone unless --only says otherwise.
-    only = args.only.split(",") if args.only else ["models"] if args.model else [key for key, _, _ in sections]
-    unknown = set(only) - {key for key, _, _ in sections}
+    keys = list(dict.fromkeys(key for key, _, _ in sections))
+    only = args.only.split(",") if args.only else ["models"] if args.model else keys
+    unknown = set(only) - set(keys)
     if unknown:
-        raise SystemExit(f"fastswin bench: --only takes {', '.join(key for key, _, _ in sections)}; "
+        raise SystemExit(f"fastswin bench: --only takes {', '.join(keys)}; "
                          f"got {', '.join(sorted(unknown))}")
     return [(title, run) for key, title, run in sections if key in only]
 
 
 def cmd_bench(args) -> int:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = DTYPES[args.dtype or ("bf16" if device.type == "cuda" else "fp32")]
+    dtypes = args.dtype or ([torch.float16, torch.bfloat16] if device.type == "cuda" else [torch.float32])
     bandwidth = benchmark.copy_bandwidth(device, megabytes=64 if args.quick else 256)
     env = info.environment()
-    print(f"fastswin bench on {env['gpu'] or 'CPU'}: {str(dtype).replace('torch.', '')}, "
+    print(f"fastswin bench on {env['gpu'] or 'CPU'}: ops in {_dtype_names(dtypes)}, "
           f"copy bandwidth {bandwidth:.1f} GB/s", flush=True)
     rows = []
-    sections = _bench_sections(args, device, dtype, bandwidth)
+    sections = _bench_sections(args, device, dtypes, bandwidth)
     for i, (title, run) in enumerate(sections, 1):
         start = time.perf_counter()
         print(f"[{i}/{len(sections)}] {title} ...", end="", flush=True)
@@ -148,7 +179,7 @@ def cmd_bench(args) -> int:
             results = _write_bench_results(Path(args.out), rows, env, device, bandwidth)
     print(_format_table(rows))
     if args.out:
-        _write_bench_plots(Path(args.out), results, env, str(dtype))
+        _write_bench_plots(Path(args.out), results, env, _dtype_names(dtypes))
     return 0
 
 
@@ -181,9 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="op micro-benchmarks on the present device")
     bench.add_argument("--quick", action="store_true", help="one shape per op and one model, few repeats")
     bench.add_argument("--batch", type=int, help="batch size (default 128 on CUDA; 32 for ops, 2 for models on CPU)")
-    bench.add_argument("--dtype", choices=DTYPES, help="op dtype (default bf16 on CUDA, fp32 on CPU)")
+    bench.add_argument("--dtype", type=dtype_list, help="op dtype(s), comma-separated: fp32, fp16, bf16 "
+                                                        "(default fp16,bf16 on CUDA, fp32 on CPU)")
     bench.add_argument("--model", help="timm model name(s), comma-separated: benchmark only these models")
     bench.add_argument("--mode", choices=("infer", "train"), help="model benchmark mode (default both)")
+    bench.add_argument("--stages", help="attention stages to run, comma-separated model.sN names, e.g. "
+                                        "swin_t.s1,swinv2_t_w16.s1 (default all; the first with --quick)")
     bench.add_argument("--only", help="sections to run, comma-separated: process, attention, image, models")
     bench.add_argument("--out", help="directory for results.json, speedup.png and throughput.png")
     bench.set_defaults(run=cmd_bench)

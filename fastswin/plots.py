@@ -13,9 +13,9 @@ def _pyplot():
 
 
 def speedup_plot(rows: List[dict], path: Path, title: str) -> Path:
-    """One horizontal bar per (op, case, mode, baseline): fastswin's speedup over that baseline."""
+    """One horizontal bar per (op, case, mode, dtype, baseline): fastswin's speedup over that baseline."""
     plt = _pyplot()
-    labels = [f"{r['op']} {r['case']} {r['mode']} vs {r['baseline']}" for r in rows]
+    labels = [f"{r['op']} {r['case']} {r['mode']} {r['dtype']} vs {r['baseline']}" for r in rows]
     speedups = [r["speedup"] for r in rows]
     fig, ax = plt.subplots(figsize=(10, 0.3 * len(rows) + 1.5))
     bars = ax.barh(range(len(rows)), speedups, color=["tab:green" if s >= 1 else "tab:red" for s in speedups])

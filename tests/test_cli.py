@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from fastswin import cli, ops
+from fastswin import bench_baselines, cli, ops
 
 
 def test_info_entry_point():
@@ -29,9 +29,15 @@ def test_bench_quick_writes_results(tmp_path, capsys):
     rows = results["rows"]
     assert {r["op"] for r in rows} == {"window_partition", "window_reverse", "window_attention",
                                        "shifted_window_attention", "model"}
-    assert {r["baseline"] for r in rows if r["op"] == "shifted_window_attention"} == {"eager", "composed"}
-    assert {(r["op"], r["baseline"]) for r in rows if r["op"] == "window_attention"} == {
-        ("window_attention", "eager"), ("window_attention", "sdpa")}
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtypes = {r["dtype"] for r in rows if r["op"] != "model"}
+    assert dtypes == ({"float16", "bfloat16"} if device.type == "cuda" else {"float32"})
+    for dtype in dtypes:  # FlexAttention where it runs, silently left out elsewhere
+        flex = set() if bench_baselines.flex_unavailable(device, getattr(torch, dtype)) else {"flex"}
+        assert {r["baseline"] for r in rows if r["op"] == "window_attention" and r["dtype"] == dtype} == {
+            "eager", "sdpa"} | flex
+        assert {r["baseline"] for r in rows if r["op"] == "shifted_window_attention" and r["dtype"] == dtype} == {
+            "eager", "composed"} | flex
     assert {r["mode"] for r in rows if r["op"] != "model"} == {"fwd", "fwd+bwd"}
     assert {r["mode"] for r in rows if r["op"] == "model"} == {"infer", "train"}
     for row in rows:
@@ -42,6 +48,14 @@ def test_bench_quick_writes_results(tmp_path, capsys):
         else:
             assert row["gbps"] > 0 and 0 < row["roofline"]
     assert all(r["tflops"] > 0 for r in rows if r["op"] == "window_attention")
+
+
+def test_bench_dtypes():
+    parser = cli.build_parser()
+    assert parser.parse_args(["bench", "--dtype", "fp16,bf16"]).dtype == [torch.float16, torch.bfloat16]
+    assert parser.parse_args(["bench"]).dtype is None  # the device's default: fp16 and bf16 on CUDA, fp32 on CPU
+    with pytest.raises(SystemExit):
+        parser.parse_args(["bench", "--dtype", "fp8"])
 
 
 def test_bench_one_model(tmp_path, capsys):
@@ -104,3 +118,13 @@ def test_bench_only_runs_the_sections_asked_for(tmp_path, capsys):
     assert rows and {r["op"] for r in rows} <= {"window_partition", "window_reverse"}
     with pytest.raises(SystemExit, match="--only takes"):
         cli.main(["bench", "--only", "kernels"])
+
+
+def test_bench_stages_pick_attention_stages_by_name():
+    from argparse import Namespace
+
+    from fastswin import benchmark, cli
+
+    picked = cli._stages(benchmark.ATTENTION_STAGES, Namespace(stages="swin_t.s1,swinv2_t_w16.s2", quick=False))
+    assert [(s[0], s[1]) for s in picked] == [("swin_t", 1), ("swinv2_t_w16", 2)]
+    assert cli._stages(benchmark.IMAGE_STAGES, Namespace(stages=None, quick=True)) == benchmark.IMAGE_STAGES[:1]
