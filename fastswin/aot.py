@@ -85,7 +85,8 @@ class CompileJob:
 
     aligned: arguments to treat as divisible by 16 (pointers and strides), as the
     JIT does at run time for 16-byte aligned tensors and strides; without it loads
-    are not vectorized and the report is pessimistic.
+    are not vectorized and the report is pessimistic. maxnreg: the register budget
+    given to ptxas (None: its own).
     """
     fn: object
     signature: Mapping[str, str]
@@ -94,12 +95,15 @@ class CompileJob:
     num_warps: int = 4
     num_stages: int = 2
     aligned: Tuple[str, ...] = ()
+    maxnreg: Optional[int] = None
 
 
 def compile_kernel(fn, signature: Mapping[str, str], constexprs: Mapping[str, object], arch: int = 90,
-                   num_warps: int = 4, num_stages: int = 2, aligned: Iterable[str] = ()) -> KernelReport:
+                   num_warps: int = 4, num_stages: int = 2, aligned: Iterable[str] = (),
+                   maxnreg: Optional[int] = None) -> KernelReport:
     """Compile one kernel for sm_<arch> and report its resources (see CompileJob)."""
-    return compile_kernels([CompileJob(fn, signature, constexprs, arch, num_warps, num_stages, tuple(aligned))])[0]
+    return compile_kernels([CompileJob(fn, signature, constexprs, arch, num_warps, num_stages, tuple(aligned),
+                                       maxnreg)])[0]
 
 
 def compile_kernels(jobs: Sequence[CompileJob]) -> List[KernelReport]:
@@ -116,7 +120,8 @@ def _compile(job: CompileJob) -> KernelReport:
     attrs = {(job.fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in job.aligned}
     source = ASTSource(fn=job.fn, signature=dict(job.signature), constexprs=dict(job.constexprs), attrs=attrs)
     compiled = triton.compile(source, target=GPUTarget("cuda", job.arch, 32),
-                              options={"num_warps": job.num_warps, "num_stages": job.num_stages})
+                              options={"num_warps": job.num_warps, "num_stages": job.num_stages,
+                                       **({"maxnreg": job.maxnreg} if job.maxnreg else {})})
     cubin = compiled.asm["cubin"]
     usage = resource_usage(cubin)
     return KernelReport(name=compiled.metadata.name, arch=job.arch, num_warps=job.num_warps,

@@ -6,6 +6,8 @@ Window layout (q, k, v of shape (B_, heads, N, d), bias (heads, N, N), shift mas
   flex     FlexAttention, compiled, the bias and mask added in a score_mod (no (B_, heads, N, N)
            tensor in memory), on CUDA only;
   compile  torch.compile of the reference.
+flex and compile are the compiled baselines: timed with with_compile only (a compile
+per shape, dtype and mode costs seconds).
 Image layout ((B, H, W, 3C) qkv map): the same attentions inside the eager pad / roll /
 partition ... reverse composition, and fastswin's own composed backend.
 """
@@ -133,7 +135,7 @@ def with_flex(device: torch.device, dtype: torch.dtype) -> bool:
 def attention_baselines(device: torch.device, dtype: torch.dtype, with_compile: bool) -> Dict[str, Callable]:
     """Window-layout baselines, each called as fn(q, k, v, bias, mask)."""
     baselines = {"eager": reference.window_attention, "sdpa": sdpa_attention}
-    if with_flex(device, dtype):
+    if with_compile and with_flex(device, dtype):
         baselines["flex"] = flex_window_attention
     if with_compile:
         baselines["compile"] = torch.compile(reference.window_attention)
@@ -150,7 +152,7 @@ def image_baselines(device: torch.device, dtype: torch.dtype, heads: int, window
                                                          qkv_bias=qkv_bias, backend=name)
 
     baselines = {"eager": backend("reference"), "composed": backend(device.type)}
-    if with_flex(device, dtype):
+    if with_compile and with_flex(device, dtype):
         baselines["flex"] = lambda x, b: flex_shifted_window_attention(x, heads, window, shift, b, logit_scale,
                                                                        qkv_bias)
     if with_compile:

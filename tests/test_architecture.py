@@ -10,7 +10,8 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[1] / "fastswin"
 
 # Module-name prefixes, most specific first match wins: (prefix, layer).
 KERNELS = ("fastswin.ops.attention." + name for name in
-           ("tiles", "image_index", "cosine", "tokens", "scores", "forward_kernel", "backward_kernel"))
+           ("tiles", "image_index", "cosine", "tokens", "scores", "sums", "forward_kernel",
+            "backward_kernel", "query_grad_kernel"))
 LAYERS = [
     *((name, 0) for name in ("fastswin.reference", "fastswin.backends", "fastswin._extension", "fastswin._C",
                              "fastswin.aot", "fastswin.ops._triton", "fastswin.ops.arguments")),
@@ -22,8 +23,9 @@ LAYERS = [
     ("fastswin.ops", 4),
     ("fastswin.nn", 5),
     ("fastswin.models", 6), ("fastswin.integrations", 6),
-    *((name, 7) for name in ("fastswin.cli", "fastswin.__main__", "fastswin.benchmark", "fastswin.selfcheck",
-                             "fastswin.profile", "fastswin.info", "fastswin.plots", "fastswin.compile_report")),
+    *((name, 7) for name in ("fastswin.cli", "fastswin.__main__", "fastswin.benchmark", "fastswin.bench_baselines",
+                             "fastswin.selfcheck", "fastswin.profile", "fastswin.info", "fastswin.plots",
+                             "fastswin.compile_report")),
     ("fastswin", 7),  # the package itself: its top-level API, for the tools
 ]
 

@@ -53,7 +53,7 @@ def launch_keys(monkeypatch, batch: int, timm_order: bool, height: int = 56, wid
 @pytest.mark.parametrize("height, width", [(56, 56), (54, 60)], ids=["unpadded", "padded"])
 def test_one_variant_for_every_batch_size(monkeypatch, height, width):
     first = launch_keys(monkeypatch, 1, True, height, width)
-    assert len(first) == 2
+    assert len(first) >= 2  # forward, backward key pass (and query pass where the backward is split)
     for batch in (2, 3, 8, 128):
         assert launch_keys(monkeypatch, batch, True, height, width) == first, f"batch {batch} compiles anew"
 

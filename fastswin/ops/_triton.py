@@ -7,7 +7,11 @@ try:
     import triton
     import triton.language as tl
 except ImportError:
-    triton = SimpleNamespace(jit=lambda fn: fn)
+    def _jit(fn=None, **options):
+        """@jit and @jit(options...) leave the function as it is."""
+        return fn if fn is not None else (lambda f: f)
+
+    triton = SimpleNamespace(jit=_jit)
     tl = SimpleNamespace(constexpr=None)
 
 __all__ = ["triton", "tl"]

@@ -7,9 +7,11 @@ The files, bottom to top (each imports only those above it in this list):
     image_index.py      @jit  image layout: token -> pixel, padding slot, shift-mask region
     cosine.py           @jit  Swin-V2: q/k normalization, its chain rule, the head's scale
     tokens.py           @jit  the blocks of queries and keys each pass reads
-    scores.py           @jit  logits of a tile (bias, mask) and their softmax gradient
+    scores.py           @jit  logits of a tile (bias, mask), their softmax gradient, dQ
+    sums.py             @jit  the backward's sums over windows: dbias, dlogit_scale
     forward_kernel.py   @jit  the forward kernel
-    backward_kernel.py  @jit  the backward kernel
+    backward_kernel.py  @jit  the backward's key pass (and everything for one-tile windows)
+    query_grad_kernel.py @jit the backward's query pass for larger windows
     policy.py           tile choice, launch options, compile-time arguments, windows per program
     launch.py           launchers: outputs allocated, kernel arguments built by name
     aot_specs.py        the kernels as launched, for ahead-of-time compile reports
@@ -34,8 +36,11 @@ Backward, given dO (P recomputed from the saved lse, never stored):
 A window never leaves the chip: N (a compile-time constant, <= 256) is cut
 into tiles of BLOCK queries by BLOCK keys (policy.tile_config). A window of one
 tile (Swin's 7x7 and 8x8 at head_dim 32) gets every gradient in one pass;
-otherwise the kernels loop over (query, key) tile pairs, with online softmax
-forward and a second backward pass for dQ. Softmax statistics and every
+otherwise the forward loops over (query, key) tile pairs with an online
+softmax, and the backward runs two kernels as FlashAttention-2 does: a key
+pass (dK, dV) and a query pass (dQ) whose programs hold a strip of queries
+against every key, so that dbias, summed over windows, stays on chip and
+D = rowsum(P * dP) comes from whole rows. Softmax statistics and every
 accumulation are fp32 (fp64 for fp64 inputs, which only the interpreter runs,
 for gradcheck).
 

@@ -1,9 +1,11 @@
-"""The window attention backward kernel (math: fastswin.ops.attention): dQ, dK, dV,
-and the sums over windows of dbias and dlogit_scale."""
+"""The window attention backward's key pass (math: fastswin.ops.attention): dK and dV;
+for windows of one tile also dQ and the sums over windows of dbias and dlogit_scale
+(query_grad_kernel computes those for larger windows)."""
 from fastswin.ops._triton import tl, triton
-from fastswin.ops.attention.cosine import head_scale, scale_grad_rows, through_normalize
-from fastswin.ops.attention.scores import additive_terms, score_grads
-from fastswin.ops.attention.tiles import load_pairs, load_tile, store_key_rows, store_rows, store_tile
+from fastswin.ops.attention.cosine import head_scale, through_normalize
+from fastswin.ops.attention.scores import additive_terms, score_grads, store_query_grads
+from fastswin.ops.attention.sums import put_bias_grads, put_scale_grad
+from fastswin.ops.attention.tiles import load_pairs, store_key_rows
 from fastswin.ops.attention.tokens import key_block, query_block
 
 
@@ -24,17 +26,16 @@ def window_attention_bwd_kernel(
         ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
         TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr, HAS_FILL: tl.constexpr, FILL_GRAD: tl.constexpr,
         ROW_ALIGN: tl.constexpr):
-    """One program per (group of windows_per_program windows, head h): dQ, dK, dV of each
-    window, and the group's share of dbias[h] = sum of dS over its windows.
+    """One program per (group of windows_per_program windows, head h): dK and dV of each
+    window, key blocks outside, query blocks inside, dK and dV summed in registers.
 
-    Per window: key blocks outside, query blocks inside, dK and dV summed in registers.
     One tile (N <= BLOCK): dQ comes out of the same pass, and dS is summed over the
     group in registers, then added atomically into slot 0 of DBIAS (ATOMIC_DBIAS,
     stride_dbias_slot == 0) or stored in the group's own slot (deterministic; the
-    caller sums the slots). Several tiles: a second pass, query blocks outside,
-    sums dQ; the (N, N) dS sum does not fit in registers, so each tile of dS is
-    added in place into the group's own slot (zeroed by the caller, touched by no
-    other program: no atomics). DBIAS is ACC-typed (slots, heads, N, N), contiguous.
+    caller sums the slots). DBIAS is ACC-typed (slots, heads, N, N), contiguous.
+    Several tiles: dK and dV only (BIAS_GRAD and SCALE_GRAD off); dQ, dbias and
+    dlogit_scale come from window_attention_bwd_query_kernel, which holds a whole row
+    strip of dS so that its sum over windows stays on chip.
 
     COSINE: q and k tiles normalized as loaded, dQ and dK taken through the
     normalization where they are stored. SCALE_GRAD: the group's dlogit_scale[h] =
@@ -108,16 +109,10 @@ def window_attention_bwd_kernel(
                 dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION, out_dtype=ACC)
                 dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION, out_dtype=ACC)
                 if SINGLE_TILE:
-                    dq = tl.dot(ds.to(k.dtype), k, input_precision=PRECISION, out_dtype=ACC) * scale
-                    if SCALE_GRAD:
-                        dscale += scale_grad_rows(dq, q, ACC)
-                    store_rows(dq_ptr, stride_dqn, q_index, q_real, channels, HEAD_DIM,
-                               through_normalize(dq, q, q_norm, COSINE, ACC))
+                    dscale += store_query_grads(dq_ptr, stride_dqn, q_index, q_real, channels, ds, k, q, q_norm,
+                                                scale, HEAD_DIM, COSINE, SCALE_GRAD, PRECISION, ACC)
                     if BIAS_GRAD:
                         dbias += ds
-                elif BIAS_GRAD:
-                    partial = load_tile(dbias_ptr, N_CTX, rows, keys, N_CTX, N_CTX)
-                    store_tile(dbias_ptr, N_CTX, rows, keys, N_CTX, N_CTX, partial + ds)
             dk = through_normalize(dk * scale, k, k_norm, COSINE, ACC)
             dpad_ptr = DPAD + image * stride_dpad_b + h * HEAD_DIM
             store_key_rows(DK + image * stride_dkb + h * stride_dkh, stride_dkn, dpad_ptr, 2 * channels_per_part,
@@ -125,44 +120,8 @@ def window_attention_bwd_kernel(
             store_key_rows(DV + image * stride_dvb + h * stride_dvh, stride_dvn, dpad_ptr + channels_per_part,
                            2 * channels_per_part, k_index, k_real, keys, channels, N_CTX, HEAD_DIM, FILL_GRAD,
                            ROW_ALIGN, dv)
-        if not SINGLE_TILE:
-            for query_start in range(0, N_CTX, BLOCK):
-                rows = query_start + tl.arange(0, BLOCK)
-                q, q_norm, do, lse, delta, q_index, q_real = query_block(
-                    q_ptr, o_ptr, do_ptr, lse_ptr, stride_qn, stride_on, stride_don, rows, channels, window, height,
-                    width, windows_w, shift_h, shift_w, N_CTX, HEAD_DIM, COSINE, ACC, IMAGE, WIN_H, WIN_W, TIMM_ORDER,
-                    PADDED)
-                dq = tl.zeros((BLOCK, BLOCK_D), ACC)
-                for key_start in range(0, N_CTX, BLOCK):
-                    keys = key_start + tl.arange(0, BLOCK)
-                    k, k_norm, v, k_index, k_real = key_block(
-                        k_ptr, v_ptr, stride_kn, stride_vn, k_fill, v_fill, keys, channels, window, height, width,
-                        windows_w, shift_h, shift_w, N_CTX, HEAD_DIM, COSINE, ACC, IMAGE, WIN_H, WIN_W, TIMM_ORDER,
-                        PADDED, HAS_FILL)
-                    additive, row_region, key_region = additive_terms(
-                        bias_ptr, mask_ptr, rows, keys, window, windows_w, windows_per_image, shift_h, shift_w, N_CTX,
-                        HAS_BIAS, HAS_MASK, IMAGE, WIN_H, WIN_W, ACC)
-                    p, ds = score_grads(q, k, v, do, lse, delta, keys, scale, additive, row_region, key_region,
-                                        N_CTX, PRECISION, ACC)
-                    dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION, out_dtype=ACC)
-                dq *= scale
-                if SCALE_GRAD:
-                    dscale += scale_grad_rows(dq, q, ACC)
-                store_rows(dq_ptr, stride_dqn, q_index, q_real, channels, HEAD_DIM,
-                           through_normalize(dq, q, q_norm, COSINE, ACC))
     if SINGLE_TILE and BIAS_GRAD:
-        pairs = tl.arange(0, BLOCK)
-        inside = (pairs[:, None] < N_CTX) & (pairs[None, :] < N_CTX)
-        offsets = pairs[:, None] * N_CTX + pairs[None, :]
-        if ATOMIC_DBIAS:
-            tl.atomic_add(dbias_ptr + offsets, dbias, mask=inside, sem="relaxed")
-        else:
-            tl.store(dbias_ptr + offsets, dbias, mask=inside)
-    if SCALE_GRAD:
+        put_bias_grads(dbias_ptr, tl.arange(0, BLOCK), tl.arange(0, BLOCK), N_CTX, ATOMIC_DBIAS, dbias)
+    if SINGLE_TILE and SCALE_GRAD:
         # d S / d logit_scale[h] = s_h q^ k^T where the clamp passes the gradient, else 0.
-        dscale_total = tl.sum(dscale, 0) * through
-        dscale_ptr = DLOGIT_SCALE + group * stride_dscale_slot + h
-        if ATOMIC_DSCALE:
-            tl.atomic_add(dscale_ptr, dscale_total, sem="relaxed")
-        else:
-            tl.store(dscale_ptr, dscale_total)
+        put_scale_grad(DLOGIT_SCALE + group * stride_dscale_slot + h, tl.sum(dscale, 0) * through, ATOMIC_DSCALE)

@@ -14,6 +14,7 @@ from fastswin.ops._triton import triton
 from fastswin.ops.attention.backward_kernel import window_attention_bwd_kernel
 from fastswin.ops.attention.forward_kernel import window_attention_fwd_kernel
 from fastswin.ops.attention.image_index import padding_rows
+from fastswin.ops.attention.query_grad_kernel import window_attention_bwd_query_kernel
 from fastswin.ops.attention.policy import (accumulator, common_constexprs, device_arch, dot_precision,
                                            layout_constexprs, tile_config, windows_per_program)
 
@@ -163,7 +164,8 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
                               logit_scale: Optional[torch.Tensor] = None, logit_scale_grad: bool = False,
                               image: Optional[ImageLayout] = None, fill_grad: bool = False,
                               grads: Optional[Tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = None) -> tuple:
-    """Launch the backward kernel.
+    """Launch the backward kernels: the key pass, and for windows of several tiles the
+    query pass.
 
     grad_out: (B_, heads, N, d), any strides with unit last stride; q, k, v, bias,
     mask, scale, logit_scale as given to the forward; out and lse (contiguous) as it
@@ -189,15 +191,21 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
     layout = _layout(q, image)
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
-    group_size = group_size or windows_per_program(layout.windows, heads)
-    groups = triton.cdiv(layout.windows, group_size)
-    cfg = tile_config(layout.n, q.shape[3], q.dtype, device_arch(q.device), image is not None)
-    # The multi-tile backward adds each tile of dS into its group's slot: no atomics, zeroed.
-    dbias = _slots(q, groups if bias_grad else 1, (heads, layout.n, layout.n),
-                   atomic=bias_grad and cfg.single_tile and not deterministic, zeroed=not cfg.single_tile)
+    cfg = tile_config(layout.n, q.shape[3], q.dtype, device_arch(q.device), image is not None,
+                      logit_scale is not None, image is not None and image.padded)
+    # dbias and dlogit_scale are summed over each program's group of windows: the fused
+    # backward's key-pass programs, or the split one's query-pass programs, a program a
+    # (group, strip of query_rows queries): strips times as many, so larger groups.
+    strips = 1 if cfg.fused_backward else triton.cdiv(layout.n, cfg.query_rows)
+    key_group = group_size or windows_per_program(layout.windows, heads)
+    sum_group = group_size or windows_per_program(layout.windows, heads * strips)
+    key_groups, sum_groups = triton.cdiv(layout.windows, key_group), triton.cdiv(layout.windows, sum_group)
+    dbias = _slots(q, sum_groups if bias_grad else 1, (heads, layout.n, layout.n),
+                   atomic=bias_grad and not deterministic)
     scale_grad = logit_scale is not None and logit_scale_grad
     # Without dlogit_scale, dbias's buffer stands in as a pointer never written.
-    dscale = _slots(q, groups, (heads,), atomic=not deterministic) if scale_grad else _Slots(dbias.buffer, False)
+    dscale = (_slots(q, sum_groups * strips, (heads,), atomic=not deterministic) if scale_grad
+              else _Slots(dbias.buffer, False))
     dq, dk, dv = grads if grads is not None else (bshd_empty(q), bshd_empty(q), bshd_empty(q))
     # d(fill): the padding keys' dK and values' dV, a row per padding token, summed here;
     # its q part stays zero (padding queries pass no gradient), as does all of it where
@@ -205,14 +213,19 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
     fill_grad = fill_grad and image is not None and image.fill is not None
     pad_grad = fill_grad and image.reads_fill
     dpad = _padding_grads(dk, dv, image) if pad_grad else dbias.buffer  # else a stand-in, never written
-    args = dict(**_strided(Q=q, K=k, V=v, OUT=out, DOUT=grad_out, DQ=dq, DK=dk, DV=dv), LSE=lse,
-                DBIAS=dbias.buffer, stride_dbias_slot=dbias.stride, DLOGIT_SCALE=dscale.buffer,
-                stride_dscale_slot=dscale.stride, DPAD=dpad, stride_dpad_b=dpad.stride(0), windows=layout.windows,
-                windows_per_program=group_size, BIAS_GRAD=bias_grad, ATOMIC_DBIAS=dbias.atomic,
-                SCALE_GRAD=scale_grad, ATOMIC_DSCALE=dscale.atomic, FILL_GRAD=pad_grad,
-                ROW_ALIGN=row_alignment(dk, dv, dpad.unflatten(-1, (2 * heads, -1))) if pad_grad else 1,
-                **_operands(q, layout, bias, mask, logit_scale, image, scale))
-    _launch(window_attention_bwd_kernel, (groups, heads), args, cfg.backward_launch, q.device)
+    operands = dict(**_strided(Q=q, K=k, V=v, OUT=out, DOUT=grad_out, DQ=dq), LSE=lse, DBIAS=dbias.buffer,
+                    stride_dbias_slot=dbias.stride, DLOGIT_SCALE=dscale.buffer, stride_dscale_slot=dscale.stride,
+                    windows=layout.windows, **_operands(q, layout, bias, mask, logit_scale, image, scale))
+    sums = dict(BIAS_GRAD=bias_grad, ATOMIC_DBIAS=dbias.atomic, SCALE_GRAD=scale_grad, ATOMIC_DSCALE=dscale.atomic)
+    key_sums = sums if cfg.fused_backward else dict(sums, BIAS_GRAD=False, SCALE_GRAD=False)
+    args = {**operands, **_strided(DK=dk, DV=dv), **key_sums, "BLOCK": cfg.backward_block,
+            "windows_per_program": key_group, "DPAD": dpad, "stride_dpad_b": dpad.stride(0), "FILL_GRAD": pad_grad,
+            "ROW_ALIGN": row_alignment(dk, dv, dpad.unflatten(-1, (2 * heads, -1))) if pad_grad else 1}
+    _launch(window_attention_bwd_kernel, (key_groups, heads), args, cfg.backward_launch, q.device)
+    if not cfg.fused_backward:
+        _launch(window_attention_bwd_query_kernel, (sum_groups * strips, heads),
+                {**operands, **sums, "BLOCK": cfg.query_rows, "BLOCK_KEYS": cfg.block_keys,
+                 "windows_per_program": sum_group}, cfg.query_launch, q.device)
     result = (dq, dk, dv, dbias.buffer.sum(0).to(bias.dtype) if bias_grad else None)
     if logit_scale is not None:
         result += (dscale.buffer.sum(0).reshape(logit_scale.shape).to(logit_scale.dtype) if scale_grad else None,)
@@ -236,11 +249,11 @@ class _Slots(NamedTuple):
         return 0 if self.atomic else self.buffer.stride(0)
 
 
-def _slots(q: torch.Tensor, groups: int, shape: Tuple[int, ...], atomic: bool, zeroed: bool = False) -> _Slots:
-    """Slots for groups programs; zeroed where the kernel adds into them, else every slot
-    is overwritten."""
-    allocate = torch.zeros if atomic or zeroed else torch.empty
-    return _Slots(allocate(1 if atomic else groups, *shape, device=q.device, dtype=accumulator(q.dtype)), atomic)
+def _slots(q: torch.Tensor, programs: int, shape: Tuple[int, ...], atomic: bool) -> _Slots:
+    """Slots for programs; zeroed where the kernels add into them, else every slot is
+    overwritten."""
+    allocate = torch.zeros if atomic else torch.empty
+    return _Slots(allocate(1 if atomic else programs, *shape, device=q.device, dtype=accumulator(q.dtype)), atomic)
 
 
 def _padding_grads(dk: torch.Tensor, dv: torch.Tensor, image: ImageLayout) -> torch.Tensor:

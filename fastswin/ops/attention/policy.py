@@ -16,41 +16,67 @@ TARGET_BACKWARD_PROGRAMS = 1024
 MAX_WINDOWS_PER_PROGRAM = 64
 
 
+# The backward's split passes (windows the fused backward does not take): the key pass
+# walks KEY_BLOCK x KEY_BLOCK tiles, the query pass strips of QUERY_ROWS queries by every
+# key (16: the smallest tl.dot). Both need under 200 registers at the Swin shapes.
+KEY_BLOCK = 16
+QUERY_ROWS = 16
+# ptxas's own register budget trades spills for occupancy (seen: 96 registers and 8 bytes
+# of stack where 124 suffice); the backward kernels ask for what they need instead.
+BACKWARD_MAX_REGISTERS = 255
+
+
 class TileConfig(NamedTuple):
-    """Compile-time tiling of both kernels for windows of n tokens."""
+    """Compile-time tiling of the kernels for windows of n tokens: the forward's (query,
+    key) tiles of block x block; the backward fused in one pass over one block x block
+    tile (fused_backward), or split into a key pass over key_block x key_block tiles and
+    a query pass over strips of query_rows queries by block_keys (every key)."""
     n: int
     block: int
     block_d: int
+    fused_backward: bool
+    block_keys: int
     forward_launch: dict
     backward_launch: dict
+    query_launch: dict
+    key_block: int = KEY_BLOCK
+    query_rows: int = QUERY_ROWS
 
     @property
-    def single_tile(self) -> bool:
-        return self.n <= self.block
+    def backward_block(self) -> int:
+        """The key pass's tile."""
+        return self.block if self.fused_backward else self.key_block
 
 
-def tile_config(n: int, head_dim: int, dtype: torch.dtype, arch: int = 90, image: bool = False) -> TileConfig:
+def tile_config(n: int, head_dim: int, dtype: torch.dtype, arch: int = 90, image: bool = False,
+                cosine: bool = False, padded: bool = False) -> TileConfig:
     """Tiles and launch options for N tokens of head_dim channels (padded to a power of two)
-    on sm_<arch>.
+    on sm_<arch>, for the window layout or the image layout (image; padded: a map with
+    padding), Swin-V1 or V2 (cosine).
 
-    One tile, N rounded up to a power of two, when N <= 32, or, on sm_90 and newer,
-    N <= 64 with rows of at most 64 bytes (Swin's 7x7 and 8x8 windows at head_dim 32
-    in fp16 / bf16); else 32 x 32 tiles (144 tokens pad to 160, not 192). The backward
-    holds several fp32 tiles at once (P, dS, the dbias sum, the dK and dV sums) and
-    runs out of registers first: these choices, without software pipelining and at 8
-    warps for 64 x 64 tiles, compile without spills for sm_80 and sm_90 (on sm_80 a
-    64 x 64 backward spilled 16 bytes, hence 32 x 32 tiles there; AOT figures:
-    benchmarks/PREDICTIONS-window-attention.md, `fastswin compile-report`).
+    Forward: one tile, N rounded up to a power of two, when N <= 32, or, on sm_90 and
+    newer, N <= 64 with rows of at most 64 bytes (Swin's 7x7 and 8x8 windows at head_dim
+    32 in fp16 / bf16); else 32 x 32 tiles (144 tokens pad to 160, not 192).
+
+    Backward: windows of one forward tile run the fused backward (every gradient from
+    one pass, dbias summed in registers: the fewest bytes), except on the image layout's
+    cosine or padded maps at 64 x 64, which need more than 255 registers there (Triton
+    3.6 spills 16-88 bytes); those and every larger window run the split backward,
+    whose passes need under 200 registers. AOT figures: `fastswin compile-report`,
+    benchmarks/PREDICTIONS-backward.md.
     """
     block_n = max(16, triton.next_power_of_2(n))
     block_d = max(16, triton.next_power_of_2(head_dim))
     narrow_rows = block_d * dtype.itemsize <= 64
     block = block_n if block_n <= 32 or (block_n == 64 and narrow_rows and arch >= 90) else 32
+    fused = n <= block and (block <= 32 or not (image and (cosine or padded)))
+    backward = dict(num_stages=1, maxnreg=BACKWARD_MAX_REGISTERS)
     # sm_80's ptxas spilled the two-stage forward (12 bytes at N = 64, bf16): one stage there.
-    return TileConfig(n, block=block, block_d=block_d,
+    return TileConfig(n, block=block, block_d=block_d, fused_backward=fused, block_keys=block_n,
                       forward_launch=dict(num_warps=4, num_stages=2 if arch >= 90 else 1),
-                      # The image-layout backward also holds its tokens' addressing: 8 warps.
-                      backward_launch=dict(num_warps=8 if block == 64 or image else 4, num_stages=1))
+                      # The fused image-layout backward also holds its tokens' addressing: 8 warps.
+                      backward_launch=dict(backward, num_warps=8 if fused and (block == 64 or image) else 4),
+                      query_launch=dict(backward, num_warps=8))
 
 
 def device_arch(device: torch.device) -> int:

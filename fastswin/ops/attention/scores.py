@@ -1,10 +1,11 @@
 """The logits of one (query, key) tile and their softmax gradient: scale * q k^T plus
 the relative-position bias and the shift mask (a tensor in the window layout, token
-regions in the image layout).
+regions in the image layout); and the queries' gradient once dS covers every key.
 """
 from fastswin.ops._triton import tl, triton
+from fastswin.ops.attention.cosine import scale_grad_rows, through_normalize
 from fastswin.ops.attention.image_index import token_regions
-from fastswin.ops.attention.tiles import load_pairs
+from fastswin.ops.attention.tiles import load_pairs, store_rows
 
 
 @triton.jit
@@ -50,3 +51,32 @@ def score_grads(q, k, v, do, lse, delta, keys, scale, additive, row_region, key_
     p = tl.exp(logits(q, k, keys, scale, additive, row_region, key_region, N_CTX, PRECISION, ACC) - lse[:, None])
     dp = tl.dot(do, tl.trans(v), input_precision=PRECISION, out_dtype=ACC)
     return p, p * (dp - delta[:, None])
+
+
+@triton.jit
+def row_score_grads(q, k, v, do, lse, keys, scale, additive, row_region, key_region, N_CTX: tl.constexpr,
+                    PRECISION: tl.constexpr, ACC: tl.constexpr):
+    """dS = P * (dP - D) of a block of queries against every key, from whole rows as
+    softmax's own gradient is: P = exp(S - lse) renormalized to sum 1 (the saved lse
+    carries a rounding error as large as the logits, up to 100 in Swin-V2, which P
+    would inherit), D = rowsum(P * dP) (rowsum(dO * O) equals it exactly but loses more
+    to rounding)."""
+    p = tl.exp(logits(q, k, keys, scale, additive, row_region, key_region, N_CTX, PRECISION, ACC) - lse[:, None])
+    p = p / tl.sum(p, 1)[:, None]
+    dp = tl.dot(do, tl.trans(v), input_precision=PRECISION, out_dtype=ACC)
+    return p * (dp - tl.sum(p * dp, 1)[:, None])
+
+
+@triton.jit
+def store_query_grads(dq_ptr, stride_dqn, q_index, q_real, channels, ds, k, q, q_norm, scale,
+                      HEAD_DIM: tl.constexpr, COSINE: tl.constexpr, SCALE_GRAD: tl.constexpr,
+                      PRECISION: tl.constexpr, ACC: tl.constexpr):
+    """Store dQ = scale * dS K of a block of queries whose dS spans every key (through
+    the normalization under COSINE); return its rows' share of dlogit_scale (zeros
+    without SCALE_GRAD)."""
+    dq = tl.dot(ds.to(k.dtype), k, input_precision=PRECISION, out_dtype=ACC) * scale
+    dscale = tl.zeros((q.shape[0],), ACC)
+    if SCALE_GRAD:
+        dscale = scale_grad_rows(dq, q, ACC)
+    store_rows(dq_ptr, stride_dqn, q_index, q_real, channels, HEAD_DIM, through_normalize(dq, q, q_norm, COSINE, ACC))
+    return dscale
