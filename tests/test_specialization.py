@@ -7,6 +7,7 @@ import torch
 from triton.backends.compiler import BaseBackend
 from triton.runtime.jit import native_specialize_impl
 
+from helpers import compiled_only
 from fastswin.ops.attention import launch
 from fastswin.ops.attention.launch import ImageLayout, window_attention_backward, window_attention_forward
 
@@ -70,3 +71,29 @@ def test_the_key_sees_specialization():
     one, many = dict(args, windows=1), dict(args, windows=128)
     assert specialization_key(kernel, one) == specialization_key(kernel, many)
     assert specialization_key(kernel, one, skip=set()) != specialization_key(kernel, many, skip=set())
+
+
+@compiled_only
+def test_kernel_caches_do_not_grow_with_the_batch():
+    """On a GPU: after batch 1, batches 2, 3, 8 and 128 compile nothing new."""
+    from fastswin import ops
+    from fastswin.ops.attention.query_grad_kernel import window_attention_bwd_query_kernel
+
+    kernels = (launch.window_attention_fwd_kernel, launch.window_attention_bwd_kernel,
+               window_attention_bwd_query_kernel)
+
+    def compiled():
+        return [sum(len(cache[0]) for cache in kernel.device_caches.values()) for kernel in kernels]
+
+    def step(batch, height):  # padded 54 x 60 maps with a cosine: every kernel runs
+        qkv = torch.randn(batch, height, 60, 3 * 3 * 32, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+        bias = torch.randn(3, 49, 49, device="cuda", requires_grad=True)
+        logit_scale = torch.zeros(3, 1, 1, device="cuda", requires_grad=True)
+        out = ops.shifted_window_attention(qkv, 3, 7, 3, bias, logit_scale=logit_scale, backend="triton")
+        out.sum().backward()
+
+    step(1, 54)
+    first = compiled()
+    for batch in (2, 3, 8, 128):
+        step(batch, 54)
+    assert compiled() == first
