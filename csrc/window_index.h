@@ -55,8 +55,9 @@ inline WindowGeometry make_geometry(int64_t batch, int64_t height, int64_t width
   g.windows_w = ceil_div(width, win_w);
   g.padded_h = g.windows_h * win_h;
   g.padded_w = g.windows_w * win_w;
-  g.shift_h = positive_mod(shift_h, g.padded_h);
-  g.shift_w = positive_mod(shift_w, g.padded_w);
+  // An empty map (H or W zero) has nothing to shift.
+  g.shift_h = g.padded_h > 0 ? positive_mod(shift_h, g.padded_h) : 0;
+  g.shift_w = g.padded_w > 0 ? positive_mod(shift_w, g.padded_w) : 0;
   return g;
 }
 

@@ -34,7 +34,7 @@ def window_partition(x: torch.Tensor, window_size: Pair, shift_size: Pair = (0, 
     if shift_size[0] or shift_size[1]:
         x = torch.roll(x, shifts=(-shift_size[0], -shift_size[1]), dims=(1, 2))
     x = x.reshape(B, Hp // wh, wh, Wp // ww, ww, C).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(-1, wh, ww, C)
+    return x.reshape(B * (Hp // wh) * (Wp // ww), wh, ww, C)  # no -1: C may be 0
 
 
 def window_reverse(windows: torch.Tensor, window_size: Pair, height: int, width: int,
@@ -43,8 +43,9 @@ def window_reverse(windows: torch.Tensor, window_size: Pair, height: int, width:
     wh, ww = window_size
     C = windows.shape[-1]
     Hp, Wp = padded_size(height, width, window_size)
-    x = windows.reshape(-1, Hp // wh, Wp // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5)
-    x = x.reshape(-1, Hp, Wp, C)
+    B = windows.shape[0] // ((Hp // wh) * (Wp // ww))  # no -1: C may be 0
+    x = windows.reshape(B, Hp // wh, Wp // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5)
+    x = x.reshape(B, Hp, Wp, C)
     if shift_size[0] or shift_size[1]:
         x = torch.roll(x, shifts=shift_size, dims=(1, 2))
     return x[:, :height, :width, :].contiguous()
@@ -112,8 +113,11 @@ def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 
 
 def effective_shift(height: int, width: int, window_size: Pair, shift_size: Pair) -> Pair:
-    """No shift along a dimension that the (padded) map fills with one window."""
+    """No shift along a dimension that the (padded) map fills with one window, nor on an
+    empty map."""
     Hp, Wp = padded_size(height, width, window_size)
+    if Hp == 0 or Wp == 0:
+        return 0, 0
     return (0 if window_size[0] >= Hp else shift_size[0], 0 if window_size[1] >= Wp else shift_size[1])
 
 
@@ -141,6 +145,8 @@ def compose_shifted_window_attention(qkv, num_heads, window_size, shift_size, bi
         raise ValueError(f"fastswin: order must be 'torchvision' or 'timm', got {order!r}")
     B, H, W, C3 = qkv.shape
     C = C3 // 3
+    if qkv.numel() == 0:  # an empty map attends to nothing (and its windows cannot say their batch)
+        return qkv[..., :C].clone()
     shift = effective_shift(H, W, window_size, shift_size)
     if order == "torchvision":  # pad, then roll (inside partition)
         windows = partition(pad_map(qkv, window_size, qkv_bias), window_size, shift)

@@ -81,10 +81,12 @@ def test_flex_shifted_window_attention_is_the_reference(eager_flex, v2):
 
 
 def test_no_flex_baseline_on_cpu(caplog):
-    """The bench leaves flex out where it is not compiled, saying why at DEBUG level."""
+    """The bench leaves flex out where it is not compiled, saying why at DEBUG level (the
+    compiled baselines asked for), and without asking for the compiled baselines."""
     cpu = torch.device("cpu")
     assert bench_baselines.flex_unavailable(cpu, torch.float32)
+    assert set(bench_baselines.attention_baselines(cpu, torch.float32, with_compile=False)) == {"eager", "sdpa"}
     with caplog.at_level("DEBUG", logger="fastswin"):
-        baselines = bench_baselines.attention_baselines(cpu, torch.float32, with_compile=False)
-    assert set(baselines) == {"eager", "sdpa"}
+        baselines = bench_baselines.attention_baselines(cpu, torch.float32, with_compile=True)
+    assert set(baselines) == {"eager", "sdpa", "compile"}
     assert "no FlexAttention baseline" in caplog.text

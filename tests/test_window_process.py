@@ -139,3 +139,25 @@ def test_forced_backend_that_cannot_run_raises(monkeypatch):
         ops.window_partition(x, 7)
     monkeypatch.setenv("FASTSWIN_BACKEND", "reference")
     assert torch.equal(ops.window_partition(x, 7), x)
+
+
+@pytest.mark.parametrize("shape", [(0, 14, 14, 8), (1, 0, 14, 8), (1, 14, 0, 8), (1, 0, 7, 8), (2, 14, 14, 0)],
+                         ids=str)
+def test_empty_maps_give_empty_windows(shape, device):
+    """A map with a zero size partitions to the reference's empty (or channel-less) windows
+    and back, on every backend, rather than killing the process (a modulus by zero)."""
+    x = torch.randn(shape, device=device)
+    want = reference.window_partition(x, (7, 7), (3, 3))
+    for backend in backends_for(device):
+        windows = ops.window_partition(x, 7, 3, backend=backend)
+        assert windows.shape == want.shape, backend
+        assert torch.equal(windows, want), backend
+        if shape[1] and shape[2]:
+            assert torch.equal(ops.window_reverse(windows, 7, shape[1], shape[2], 3, backend=backend), x), backend
+
+
+def test_empty_map_through_shifted_window_attention(device):
+    qkv = torch.randn(2, 0, 14, 3 * 8, device=device)
+    for backend in ("reference", "auto"):
+        out = ops.shifted_window_attention(qkv, 2, 7, 3, backend=backend)
+        assert out.shape == (2, 0, 14, 8), backend

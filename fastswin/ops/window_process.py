@@ -24,7 +24,7 @@ from fastswin.ops.arguments import IntPair, as_pair, check_window
 def _is_reshape(height: int, width: int, window_size: Tuple[int, int], shift_size: Tuple[int, int]) -> bool:
     """Whether the windows are a plain reshape of the map: no padding, no effective
     shift, and one window per row (e.g. Swin's last stage, a 7x7 map in 7x7 windows)."""
-    return (height % window_size[0] == 0 and width == window_size[1]
+    return (height > 0 and height % window_size[0] == 0 and width == window_size[1]
             and shift_size[0] % height == 0 and shift_size[1] % width == 0)
 
 

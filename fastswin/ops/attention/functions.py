@@ -151,6 +151,9 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
     """
     window_size, shift_size = as_pair(window_size, "window_size"), as_pair(shift_size, "shift_size")
     check_map(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order)
+    if qkv.numel() == 0:  # an empty map attends to nothing: the reference's empty result
+        return reference.shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale,
+                                                  qkv_bias, order)
     chosen = select_backend("shifted_window_attention", backend, [
         ("triton", lambda: map_triton_reason(qkv, num_heads, window_size, shift_size, backend)),
         ("cuda", lambda: compiled_backend_reason("cuda", qkv.device)),
