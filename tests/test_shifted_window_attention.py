@@ -85,6 +85,9 @@ def test_orders_differ_only_when_padded():
     (dict(qkv_bias=torch.zeros(24)), "qkv_bias must be"),
     (dict(order="swin"), "order must be"),
     (dict(window_size=0), "window_size must be positive"),
+    (dict(shift_size=7), "shift_size must be smaller than window_size"),
+    (dict(logit_scale=torch.ones(2, 1, 1, dtype=torch.int64)), "logit_scale must be a float"),
+    (dict(window_size=7.0), "window_size must be an int or a pair of ints"),
 ])
 def test_bad_input_raises(kwargs, message):
     args = dict(qkv=torch.randn(1, 7, 7, 36), num_heads=2, window_size=7, shift_size=3)

@@ -92,6 +92,10 @@ def check_map(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bi
     if num_heads < 1 or C % num_heads:
         raise ValueError(f"fastswin.shifted_window_attention: C={C} is not divisible by num_heads={num_heads}")
     check_window(window_size, shift_size, "shifted_window_attention")
+    if shift_size[0] >= window_size[0] or shift_size[1] >= window_size[1]:
+        # As timm requires; the shift mask's regions are defined for 0 <= shift < window only.
+        raise ValueError(f"fastswin.shifted_window_attention: shift_size must be smaller than window_size, got "
+                         f"shift {shift_size}, window {window_size}")
     if order not in ("torchvision", "timm"):
         raise ValueError(f"fastswin.shifted_window_attention: order must be 'torchvision' or 'timm', got {order!r}")
     N = window_size[0] * window_size[1]
@@ -110,8 +114,6 @@ def check_map(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bi
 def map_triton_reason(qkv: torch.Tensor, num_heads: int, window_size, shift_size,
                       backend: Optional[str]) -> Optional[str]:
     """Why the image-layout kernels cannot run these (valid) inputs, or None."""
-    if shift_size[0] >= window_size[0] or shift_size[1] >= window_size[1]:
-        return f"shift {shift_size} not smaller than the window {window_size}; the kernels take 0 <= shift < window"
     n = window_size[0] * window_size[1]
     head_dim = qkv.shape[3] // (3 * num_heads)
     forced = requested_backend(backend) == "triton"
