@@ -179,7 +179,13 @@ def cmd_bench(args) -> int:
             results = _write_bench_results(Path(args.out), rows, env, device, bandwidth)
     print(_format_table(rows))
     if args.out:
-        _write_bench_plots(Path(args.out), results, env, _dtype_names(dtypes))
+        try:
+            _write_bench_plots(Path(args.out), results, env, _dtype_names(dtypes))
+        except ModuleNotFoundError as error:
+            if error.name != "matplotlib":
+                raise
+            print(f"no plots: they need matplotlib (pip install matplotlib); every figure is in "
+                  f"{Path(args.out) / 'results.json'}")
     return 0
 
 

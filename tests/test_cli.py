@@ -125,3 +125,11 @@ def test_bench_stages_pick_attention_stages_by_name():
     picked = cli._stages(benchmark.ATTENTION_STAGES, Namespace(stages="swin_t.s1,swinv2_t_w16.s2", quick=False))
     assert [(s[0], s[1]) for s in picked] == [("swin_t", 1), ("swinv2_t_w16", 2)]
     assert cli._stages(benchmark.IMAGE_STAGES, Namespace(stages=None, quick=True)) == benchmark.IMAGE_STAGES[:1]
+
+
+def test_bench_without_matplotlib_still_writes_results(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ModuleNotFoundError
+    assert cli.main(["bench", "--quick", "--batch", "1", "--only", "process", "--out", str(tmp_path)]) == 0
+    assert "no plots: they need matplotlib" in capsys.readouterr().out
+    assert json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert not (tmp_path / "speedup.png").exists()
