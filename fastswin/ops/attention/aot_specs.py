@@ -10,7 +10,7 @@ import torch
 from fastswin.aot import signature
 from fastswin.ops.attention.backward_kernel import window_attention_bwd_kernel
 from fastswin.ops.attention.forward_kernel import window_attention_fwd_kernel
-from fastswin.ops.attention.policy import common_constexprs, layout_constexprs, tile_config
+from fastswin.ops.attention.policy import backward_constexprs, common_constexprs, layout_constexprs, tile_config
 from fastswin.ops.attention.query_grad_kernel import window_attention_bwd_query_kernel
 
 
@@ -35,7 +35,7 @@ def kernel_specs(n: int, head_dim: int, dtype: torch.dtype, bias: bool = True, m
     """The kernels as launched on a GPU for N tokens, head_dim, dtype (fp16, bf16, fp32;
     mask of that dtype, bias and qkv bias fp32 as a model's parameters under autocast),
     with atomic dbias: the forward, the backward's key pass and, where the backward is
-    split (not fused_backward), its query pass. cosine: the Swin-V2 kernels (fp32 logit_scale, atomic
+    split, its query pass. cosine: the Swin-V2 kernels (fp32 logit_scale, atomic
     dlogit_scale). image: the image-layout kernels of shifted_window_attention (square
     windows of N tokens, torchvision's order); padded: on a map with padding (qkv-bias
     fill and its gradient compiled in)."""
@@ -46,13 +46,12 @@ def kernel_specs(n: int, head_dim: int, dtype: torch.dtype, bias: bool = True, m
                                   dtype),
               **layout_constexprs((window, window), image, False, padded, padded)}
     sums = dict(BIAS_GRAD=bias, ATOMIC_DBIAS=True, SCALE_GRAD=cosine, ATOMIC_DSCALE=cosine)
-    key_sums = sums if cfg.fused_backward else dict(sums, BIAS_GRAD=False, SCALE_GRAD=False)
+    key_constexprs, query_constexprs = backward_constexprs(cfg, sums)
     launches = [(window_attention_fwd_kernel, {}, cfg.forward_launch),
-                (window_attention_bwd_kernel, dict(key_sums, BLOCK=cfg.backward_block, FILL_GRAD=padded,
-                                                   ROW_ALIGN=16 if padded else 1), cfg.backward_launch)]
-    if not cfg.fused_backward:
-        launches.append((window_attention_bwd_query_kernel,
-                         dict(sums, BLOCK=cfg.query_rows, BLOCK_KEYS=cfg.block_keys), cfg.query_launch))
+                (window_attention_bwd_kernel, dict(key_constexprs, FILL_GRAD=padded, ROW_ALIGN=16 if padded else 1),
+                 cfg.backward_launch)]
+    if query_constexprs is not None:
+        launches.append((window_attention_bwd_query_kernel, query_constexprs, cfg.query_launch))
     return tuple(_spec(fn, {**common, **extra}, launch, dtype) for fn, extra, launch in launches)
 
 

@@ -15,8 +15,8 @@ from fastswin.ops.attention.backward_kernel import window_attention_bwd_kernel
 from fastswin.ops.attention.forward_kernel import window_attention_fwd_kernel
 from fastswin.ops.attention.image_index import padding_rows
 from fastswin.ops.attention.query_grad_kernel import window_attention_bwd_query_kernel
-from fastswin.ops.attention.policy import (accumulator, common_constexprs, device_arch, dot_precision,
-                                           layout_constexprs, tile_config, windows_per_program)
+from fastswin.ops.attention.policy import (accumulator, backward_constexprs, common_constexprs, device_arch,
+                                           dot_precision, layout_constexprs, tile_config, windows_per_program)
 
 
 class ImageLayout(NamedTuple):
@@ -217,15 +217,14 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
                     stride_dbias_slot=dbias.stride, DLOGIT_SCALE=dscale.buffer, stride_dscale_slot=dscale.stride,
                     windows=layout.windows, **_operands(q, layout, bias, mask, logit_scale, image, scale))
     sums = dict(BIAS_GRAD=bias_grad, ATOMIC_DBIAS=dbias.atomic, SCALE_GRAD=scale_grad, ATOMIC_DSCALE=dscale.atomic)
-    key_sums = sums if cfg.fused_backward else dict(sums, BIAS_GRAD=False, SCALE_GRAD=False)
-    args = {**operands, **_strided(DK=dk, DV=dv), **key_sums, "BLOCK": cfg.backward_block,
-            "windows_per_program": key_group, "DPAD": dpad, "stride_dpad_b": dpad.stride(0), "FILL_GRAD": pad_grad,
+    key_constexprs, query_constexprs = backward_constexprs(cfg, sums)
+    args = {**operands, **_strided(DK=dk, DV=dv), **key_constexprs, "windows_per_program": key_group,
+            "DPAD": dpad, "stride_dpad_b": dpad.stride(0), "FILL_GRAD": pad_grad,
             "ROW_ALIGN": row_alignment(dk, dv, dpad.unflatten(-1, (2 * heads, -1))) if pad_grad else 1}
     _launch(window_attention_bwd_kernel, (key_groups, heads), args, cfg.backward_launch, q.device)
-    if not cfg.fused_backward:
+    if query_constexprs is not None:
         _launch(window_attention_bwd_query_kernel, (sum_groups * strips, heads),
-                {**operands, **sums, "BLOCK": cfg.query_rows, "BLOCK_KEYS": cfg.block_keys,
-                 "windows_per_program": sum_group}, cfg.query_launch, q.device)
+                {**operands, **query_constexprs, "windows_per_program": sum_group}, cfg.query_launch, q.device)
     result = (dq, dk, dv, dbias.buffer.sum(0).to(bias.dtype) if bias_grad else None)
     if logit_scale is not None:
         result += (dscale.buffer.sum(0).reshape(logit_scale.shape).to(logit_scale.dtype) if scale_grad else None,)

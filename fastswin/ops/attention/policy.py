@@ -4,7 +4,7 @@ compile-time arguments; and how many windows each backward program takes. The
 launchers (launch.py) and the ahead-of-time specs (aot_specs.py) both take their
 launches from here, so what the compile report measures is what runs.
 """
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
@@ -41,11 +41,6 @@ class TileConfig(NamedTuple):
     query_launch: dict
     key_block: int = KEY_BLOCK
     query_rows: int = QUERY_ROWS
-
-    @property
-    def backward_block(self) -> int:
-        """The key pass's tile."""
-        return self.block if self.fused_backward else self.key_block
 
 
 def tile_config(n: int, head_dim: int, dtype: torch.dtype, arch: int = 90, image: bool = False,
@@ -112,6 +107,17 @@ def common_constexprs(cfg: TileConfig, head_dim: int, bias: bool, mask: bool, co
     acc = tl.float64 if accumulator(dtype) == torch.float64 else tl.float32
     return dict(N_CTX=cfg.n, HEAD_DIM=head_dim, HAS_BIAS=bias, HAS_MASK=mask, COSINE=cosine, BLOCK=cfg.block,
                 BLOCK_D=cfg.block_d, PRECISION=precision, ACC=acc)
+
+
+def backward_constexprs(cfg: TileConfig, sums: dict) -> Tuple[dict, Optional[dict]]:
+    """Compile-time arguments of the backward's key pass and, where the backward is split,
+    of its query pass (else None), given the switches of the sums over windows (BIAS_GRAD,
+    ATOMIC_DBIAS, SCALE_GRAD, ATOMIC_DSCALE): the fused key pass takes the sums, the split
+    one leaves them to the query pass."""
+    if cfg.fused_backward:
+        return dict(sums, BLOCK=cfg.block), None
+    return (dict(sums, BIAS_GRAD=False, SCALE_GRAD=False, BLOCK=cfg.key_block),
+            dict(sums, BLOCK=cfg.query_rows, BLOCK_KEYS=cfg.block_keys))
 
 
 def layout_constexprs(window: Tuple[int, int] = (1, 1), image: bool = False, timm_order: bool = False,

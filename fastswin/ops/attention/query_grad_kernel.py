@@ -25,7 +25,8 @@ def window_attention_bwd_query_kernel(
     summed over the group in registers and written once, into the group's slot of DBIAS
     (rows of other blocks belong to other programs: no read-modify-write) or added
     atomically into slot 0 (ATOMIC_DBIAS). dlogit_scale likewise (SCALE_GRAD), a slot a
-    program (the index along the grid's first axis). The key pass (window_attention_bwd_kernel) computes dK and dV of the same windows.
+    program (the index along the grid's first axis). The key pass
+    (window_attention_bwd_kernel) computes dK and dV of the same windows.
 
     Arguments as for window_attention_bwd_kernel; the grid's first axis is group-major,
     so that the programs reading one window's keys run side by side (L2).
