@@ -61,7 +61,7 @@ has check && step check 30 "$PY" -m fastswin check --device cuda
 STAGES=swin_t.s1,swin_t.s2,swin_t.s3,swin_t.s4,swinv2_t.s1,swinv2_t_w16.s1,swinv2_t_w16.s2,swinv2_t_w16.s3
 has ops && step ops 50 "$PY" -m fastswin bench --quick --only attention,image --stages "$STAGES" \
   --out "$WORK/bench-ops"
-has ops && step ops-compiled 100 "$PY" -m fastswin bench --only attention,image --dtype bf16 \
+has ops && step ops-compiled 100 "$PY" -m fastswin bench --full --only attention,image --dtype bf16 \
   --stages swin_t.s1,swinv2_t_w16.s1 --out "$WORK/bench-ops-compiled"
 has models && step models 80 "$PY" -m fastswin bench --only models --batch 128 \
   --model swin_tiny_patch4_window7_224,swinv2_tiny_window16_256 --out "$WORK/bench-models"

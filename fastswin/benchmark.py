@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from fastswin import ops, reference
 from fastswin.bench_baselines import attention_baselines, image_baselines
+from fastswin.optional import require
 
 WINDOW = 7
 SHIFT = 3
@@ -284,10 +285,9 @@ def shifted_window_attention_rows(device: torch.device, dtype: torch.dtype, batc
 
 
 def build_timm_model(name: str, device: torch.device, patched: bool, **kwargs) -> torch.nn.Module:
-    import timm
-
     import fastswin
 
+    timm = require("timm", "the model benchmark")
     model = timm.create_model(name, pretrained=False, **kwargs).to(device)
     if patched:
         report = fastswin.patch(model)

@@ -1,14 +1,13 @@
 """The `fastswin` command (also `python -m fastswin`).
 
   fastswin info                 versions, devices, compiled parts, backends
-  fastswin bench [--quick] ...  op and model benchmarks against eager PyTorch, SDPA, FlexAttention,
+  fastswin bench [--quick|--full] op and model benchmarks against eager PyTorch, SDPA, FlexAttention,
                                 torch.compile, timm
   fastswin check                correctness self-test of every backend; non-zero exit on a mismatch
   fastswin profile --out DIR    torch.profiler run of a patched model; top kernels and a trace
   fastswin compile-report       per-kernel resources for sm_80/sm_90 without a GPU; non-zero exit on spills
 """
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from pathlib import Path
 import torch
 
 from fastswin import benchmark, info
+from fastswin.optional import MissingDependency
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -109,106 +109,37 @@ def _format_table(rows) -> str:
     return "\n".join(lines)
 
 
-def _per_dtype(key: str, title: str, rows_of, dtypes):
-    """An op section a dtype, so that each is written out as soon as it is measured."""
-    return [(key, f"{title}, {_dtype_names([dtype])}", lambda dtype=dtype: rows_of(dtype)) for dtype in dtypes]
-
-
-def _stages(stages, args):
-    """The attention stages asked for: --stages by name (model.sN), else the first with
-    --quick, else all."""
-    if args.stages:
-        wanted = set(args.stages.split(","))
-        return [stage for stage in stages if f"{stage[0]}.s{stage[1]}" in wanted]
-    return stages[:1] if args.quick else stages
-
-
-def _bench_sections(args, device: torch.device, dtypes, bandwidth: float):
-    """(title, thunk returning rows) for each part of the benchmark; the op sections once
-    for every dtype of `dtypes`."""
-    cuda = device.type == "cuda"
-    batch = args.batch or (128 if cuda else 4 if args.quick else 32)
-    repeats = 5 if args.quick else 20
-    process_stages = benchmark.SWIN_STAGES[:1] if args.quick else benchmark.SWIN_STAGES
-    attention_stages = _stages(benchmark.ATTENTION_STAGES, args)
-    image_stages = _stages(benchmark.IMAGE_STAGES, args)
-    if args.model:
-        models = [(name, {}) for name in args.model.split(",")]
-    else:
-        models = [(name, {}) for name in benchmark.MODELS_GPU[:1 if args.quick else None]] if cuda \
-            else [benchmark.TINY_MODEL]
-    model_batch = args.batch or (128 if cuda else 2)
-    modes = [args.mode] if args.mode else ["infer", "train"]
-    with_compile = cuda and not args.quick
-    sections = [
-        *_per_dtype("process", f"window partition / reverse, batch {batch}", lambda dtype: benchmark.window_process_rows(
-            device, dtype, batch, bandwidth, process_stages, repeats), dtypes),
-        *_per_dtype("attention", f"window attention, batch {batch}", lambda dtype: benchmark.window_attention_rows(
-            device, dtype, batch, bandwidth, attention_stages, repeats, with_compile=with_compile), dtypes),
-        *_per_dtype("image", f"shifted-window attention (image layout), batch {batch}",
-                    lambda dtype: benchmark.shifted_window_attention_rows(
-                        device, dtype, batch, bandwidth, image_stages, repeats, with_compile=with_compile), dtypes),
-        ("models", f"models, batch {model_batch}",
-         lambda: benchmark.model_rows(device, models, model_batch, modes, repeats=3 if args.quick else 10)),
-    ]
-    # --model asks for the model benchmark alone unless --only says otherwise.
-    keys = list(dict.fromkeys(key for key, _, _ in sections))
-    only = args.only.split(",") if args.only else ["models"] if args.model else keys
-    unknown = set(only) - set(keys)
-    if unknown:
-        raise SystemExit(f"fastswin bench: --only takes {', '.join(keys)}; "
-                         f"got {', '.join(sorted(unknown))}")
-    return [(title, run) for key, title, run in sections if key in only]
-
-
 def cmd_bench(args) -> int:
+    from fastswin import bench_run
+    from fastswin.bench_plan import make_plan
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dtypes = args.dtype or ([torch.float16, torch.bfloat16] if device.type == "cuda" else [torch.float32])
-    bandwidth = benchmark.copy_bandwidth(device, megabytes=64 if args.quick else 256)
+    size = "quick" if args.quick else "full" if args.full else "default"
+    plan = make_plan(device, size, dtypes=args.dtype, batch=args.batch,
+                     stages=args.stages.split(",") if args.stages else None,
+                     models=args.model.split(",") if args.model else None, mode=args.mode)
+    # --model asks for the model benchmark alone unless --only says otherwise.
+    sections = args.only.split(",") if args.only else ["models"] if args.model else bench_run.SECTIONS
+    unknown = set(sections) - set(bench_run.SECTIONS)
+    if unknown:
+        raise SystemExit(f"fastswin bench: --only takes {', '.join(bench_run.SECTIONS)}; "
+                         f"got {', '.join(sorted(unknown))}")
+    bandwidth = benchmark.copy_bandwidth(device, megabytes=64 if size == "quick" else 256)
     env = info.environment()
-    print(f"fastswin bench on {env['gpu'] or 'CPU'}: ops in {_dtype_names(dtypes)}, "
-          f"copy bandwidth {bandwidth:.1f} GB/s", flush=True)
-    rows = []
-    sections = _bench_sections(args, device, dtypes, bandwidth)
-    for i, (title, run) in enumerate(sections, 1):
-        start = time.perf_counter()
-        print(f"[{i}/{len(sections)}] {title} ...", end="", flush=True)
-        rows += run()
-        print(f" {time.perf_counter() - start:.1f} s", flush=True)
-        if args.out:  # after every section, so that a run cut short keeps what it measured
-            results = _write_bench_results(Path(args.out), rows, env, device, bandwidth)
+    cases = bench_run.plan_cases(plan, device, bandwidth, sections)
+    print(f"fastswin bench ({size}) on {env['gpu'] or 'CPU'}: {len(cases)} cases, ops in "
+          f"{_dtype_names(plan.dtypes)}, copy bandwidth {bandwidth:.1f} GB/s", flush=True)
+    out = Path(args.out) if args.out else None
+    start = time.perf_counter()
+    rows = bench_run.run_cases(cases, out, env, device, bandwidth, bar=not args.no_progress)
     print(_format_table(rows))
-    if args.out:
-        try:
-            _write_bench_plots(Path(args.out), results, env, _dtype_names(dtypes))
-        except ModuleNotFoundError as error:
-            if error.name != "matplotlib":
-                raise
-            print(f"no plots: they need matplotlib (pip install matplotlib); every figure is in "
-                  f"{Path(args.out) / 'results.json'}")
+    print(f"fastswin against the fastest baseline of each case (geometric mean; {time.perf_counter() - start:.0f} s "
+          f"in all):")
+    print("\n".join(bench_run.best_baseline_lines(rows)))
+    if out:
+        results = bench_run.write_results(out, rows, env, device, bandwidth)
+        bench_run.write_plots(out, results, env, _dtype_names(plan.dtypes))
     return 0
-
-
-def _write_bench_results(out: Path, rows, env, device: torch.device, bandwidth: float) -> dict:
-    out.mkdir(parents=True, exist_ok=True)
-    results = {"environment": env, "compiled": info.compiled_parts(), "device": device.type,
-               "copy_bandwidth_gbps": bandwidth, "rows": [r.as_dict() for r in rows]}
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    return results
-
-
-def _write_bench_plots(out: Path, results: dict, env, dtype: str) -> None:
-    from fastswin.plots import speedup_plot, throughput_plot
-
-    title = f"fastswin {env['fastswin']} on {env['gpu'] or 'CPU'}, torch {env['torch']}, {dtype}"
-    written = [out / "results.json"]
-    op_rows = [r for r in results["rows"] if r["op"] != "model"]
-    model_rows = [r for r in results["rows"] if r["op"] == "model"]
-    if op_rows:
-        written.append(speedup_plot(op_rows, out / "speedup.png", title))
-    if model_rows:
-        written.append(throughput_plot(model_rows, out / "throughput.png", title))
-    print("wrote " + ", ".join(str(p) for p in written))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,16 +147,21 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("info", help="versions, devices, compiled parts and backends").set_defaults(run=cmd_info)
     bench = sub.add_parser("bench", help="op micro-benchmarks on the present device")
-    bench.add_argument("--quick", action="store_true", help="one shape per op and one model, few repeats")
-    bench.add_argument("--batch", type=int, help="batch size (default 128 on CUDA; 32 for ops, 2 for models on CPU)")
+    size = bench.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="one shape per op and one model, few repeats (seconds)")
+    size.add_argument("--full", action="store_true", help="every stage, model and dtype, the compiled baselines "
+                                                          "everywhere (tens of minutes)")
+    bench.add_argument("--batch", type=int, help="batch size of ops and models (default: chosen for the device)")
     bench.add_argument("--dtype", type=dtype_list, help="op dtype(s), comma-separated: fp32, fp16, bf16 "
-                                                        "(default fp16,bf16 on CUDA, fp32 on CPU)")
+                                                        "(default bf16 on CUDA, fp16,bf16 with --quick and --full; "
+                                                        "fp32 on CPU)")
     bench.add_argument("--model", help="timm model name(s), comma-separated: benchmark only these models")
     bench.add_argument("--mode", choices=("infer", "train"), help="model benchmark mode (default both)")
     bench.add_argument("--stages", help="attention stages to run, comma-separated model.sN names, e.g. "
-                                        "swin_t.s1,swinv2_t_w16.s1 (default all; the first with --quick)")
+                                        "swin_t.s1,swinv2_t_w16.s1 (default: chosen for the device)")
     bench.add_argument("--only", help="sections to run, comma-separated: process, attention, image, models")
     bench.add_argument("--out", help="directory for results.json, speedup.png and throughput.png")
+    bench.add_argument("--no-progress", action="store_true", help="a line per case instead of a progress bar")
     bench.set_defaults(run=cmd_bench)
     check = sub.add_parser("check", help="correctness self-test of every backend against the reference")
     check.add_argument("--device", help="cpu or cuda (default: cuda when present)")
@@ -251,7 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except MissingDependency as missing:
+        print(f"fastswin {args.command}: {missing}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -2,14 +2,12 @@
 from pathlib import Path
 from typing import List
 
+from fastswin.optional import require
+
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    require("matplotlib", "plotting").use("Agg")
+    return require("matplotlib.pyplot", "plotting")
 
 
 def speedup_plot(rows: List[dict], path: Path, title: str) -> Path:

@@ -12,6 +12,8 @@ from typing import Dict, List, Optional
 
 import torch
 
+from fastswin.optional import require
+
 # Event-name patterns, tried in order: the first that matches names the category.
 CATEGORIES = (
     ("fastswin attention", r"window_attention|shifted_window_attention"),
@@ -36,8 +38,7 @@ def categorize(name: str) -> str:
 
 
 def build_model(name: str, img_size: Optional[int], patch: bool, backend: Optional[str]) -> torch.nn.Module:
-    import timm
-
+    timm = require("timm", "fastswin profile")
     kwargs = {"img_size": img_size} if img_size else {}
     model = timm.create_model(name, pretrained=False, **kwargs)
     if patch:

@@ -14,7 +14,8 @@ KERNELS = ("fastswin.ops.attention." + name for name in
             "backward_kernel", "query_grad_kernel"))
 LAYERS = [
     *((name, 0) for name in ("fastswin.reference", "fastswin.backends", "fastswin._extension", "fastswin._C",
-                             "fastswin.aot", "fastswin.ops._triton", "fastswin.ops.arguments")),
+                             "fastswin.aot", "fastswin.ops._triton", "fastswin.ops.arguments",
+                             "fastswin.optional")),
     *((name, 1) for name in KERNELS),
     *((name, 2) for name in ("fastswin.ops.attention.policy", "fastswin.ops.attention.launch",
                              "fastswin.ops.attention.aot_specs")),
@@ -24,7 +25,8 @@ LAYERS = [
     ("fastswin.nn", 5),
     ("fastswin.models", 6), ("fastswin.integrations", 6),
     *((name, 7) for name in ("fastswin.cli", "fastswin.__main__", "fastswin.benchmark", "fastswin.bench_baselines",
-                             "fastswin.selfcheck", "fastswin.profile", "fastswin.info", "fastswin.plots",
+                             "fastswin.bench_plan", "fastswin.bench_run", "fastswin.selfcheck", "fastswin.profile",
+                             "fastswin.info", "fastswin.plots",
                              "fastswin.compile_report")),
     ("fastswin", 7),  # the package itself: its top-level API, for the tools
 ]

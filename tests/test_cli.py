@@ -19,8 +19,11 @@ def test_info_entry_point():
 
 def test_bench_quick_writes_results(tmp_path, capsys):
     assert cli.main(["bench", "--quick", "--batch", "2", "--out", str(tmp_path)]) == 0
-    table = capsys.readouterr().out
-    assert "window_partition" in table and "speedup" in table and "[4/4] models" in table
+    out = capsys.readouterr().out
+    assert "window_partition" in out and "speedup" in out
+    summary = out[out.index("fastswin against the fastest baseline"):].splitlines()[1:6]
+    assert [line.split()[0] for line in summary] == ["window_partition", "window_reverse", "window_attention",
+                                                     "shifted_window_attention", "model"]
     for plot in ("speedup.png", "throughput.png"):
         assert (tmp_path / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     results = json.loads((tmp_path / "results.json").read_text())
@@ -56,9 +59,10 @@ def test_bench_dtypes():
 
 
 def test_bench_one_model(tmp_path, capsys):
-    assert cli.main(["bench", "--model", "swin_tiny_patch4_window7_224", "--batch", "1", "--mode", "infer"]) == 0
+    assert cli.main(["bench", "--model", "swin_tiny_patch4_window7_224", "--batch", "1", "--mode", "infer",
+                     "--no-progress"]) == 0
     out = capsys.readouterr().out
-    assert "[1/1] models, batch 1" in out
+    assert "[1/1] model swin_tiny_patch4_window7_224 infer ..." in out
     assert "swin_tiny_patch4_window7_224 b1" in out and "infer" in out
 
 
@@ -117,19 +121,9 @@ def test_bench_only_runs_the_sections_asked_for(tmp_path, capsys):
         cli.main(["bench", "--only", "kernels"])
 
 
-def test_bench_stages_pick_attention_stages_by_name():
-    from argparse import Namespace
-
-    from fastswin import benchmark, cli
-
-    picked = cli._stages(benchmark.ATTENTION_STAGES, Namespace(stages="swin_t.s1,swinv2_t_w16.s2", quick=False))
-    assert [(s[0], s[1]) for s in picked] == [("swin_t", 1), ("swinv2_t_w16", 2)]
-    assert cli._stages(benchmark.IMAGE_STAGES, Namespace(stages=None, quick=True)) == benchmark.IMAGE_STAGES[:1]
-
-
 def test_bench_without_matplotlib_still_writes_results(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ModuleNotFoundError
     assert cli.main(["bench", "--quick", "--batch", "1", "--only", "process", "--out", str(tmp_path)]) == 0
-    assert "no plots: they need matplotlib" in capsys.readouterr().out
+    assert "no plots: plotting needs matplotlib: pip install 'fastswin[bench]'" in capsys.readouterr().out
     assert json.loads((tmp_path / "results.json").read_text())["rows"]
     assert not (tmp_path / "speedup.png").exists()
