@@ -95,7 +95,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     scale = q.shape[-1] ** -0.5 if scale is None else scale
     attn = (q * scale) @ k.transpose(-2, -1)
     attn = _add_bias_and_mask(attn, bias, mask)
-    return attn.softmax(dim=-1) @ v
+    return attn.softmax(dim=-1).to(v.dtype) @ v  # a wider bias (fp32 under fp16 q) widened the scores
 
 
 def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
@@ -109,7 +109,7 @@ def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
     attn = attn * torch.clamp(logit_scale, max=LOGIT_SCALE_MAX).exp().to(attn.dtype)
     attn = _add_bias_and_mask(attn, bias, mask)
-    return attn.softmax(dim=-1) @ v
+    return attn.softmax(dim=-1).to(v.dtype) @ v  # a wider bias (fp32 under fp16 q) widened the scores
 
 
 def effective_shift(height: int, width: int, window_size: Pair, shift_size: Pair) -> Pair:

@@ -88,6 +88,7 @@ def test_orders_differ_only_when_padded():
     (dict(shift_size=7), "shift_size must be smaller than window_size"),
     (dict(logit_scale=torch.ones(2, 1, 1, dtype=torch.int64)), "logit_scale must be a float"),
     (dict(window_size=7.0), "window_size must be an int or a pair of ints"),
+    (dict(qkv=torch.ones(1, 7, 7, 36, dtype=torch.int64)), "qkv must be a float tensor"),
 ])
 def test_bad_input_raises(kwargs, message):
     args = dict(qkv=torch.randn(1, 7, 7, 36), num_heads=2, window_size=7, shift_size=3)
@@ -246,6 +247,26 @@ def test_fp32_bias_on_a_low_precision_map_keeps_its_precision(poisoned_outputs):
                                         [exact_out, exact[0], exact[1], exact[3]]):
         error, window_error = ((x.double() - ref).abs().max().item() for x in (got, windowed))
         assert error <= 1.5 * window_error + 1e-6 * ref.abs().max().item(), (name, error, window_error)
+
+
+def test_triton_image_layout_reads_strided_parameters(poisoned_outputs):
+    """bias, logit_scale and qkv_bias given as strided views are read as what they hold,
+    forward and backward (a fuzzed case found qkv_bias read as if contiguous)."""
+    case = IMAGE_CASES[-1]  # padded: the qkv_bias is read
+    _, _, _, _, heads, window, shift = case
+    qkv, *params = image_inputs(case, torch.float32, v2=True, with_qkv_bias=True)
+    grad = random_tensor(case[:4], torch.float32, KERNEL_DEVICE, 73)
+    results = {}
+    for backend in ("triton", "reference"):
+        # every other element of a (..., 2) base: last stride 2, gradients through the base
+        bases = [torch.stack([t, -t], dim=-1).requires_grad_() for t in params]
+        bias, logit_scale, qkv_bias = (base[..., 0] for base in bases)
+        assert not any(t.is_contiguous() for t in (bias, logit_scale, qkv_bias))
+        out = ops.shifted_window_attention(qkv, heads, window, shift, bias, logit_scale=logit_scale,
+                                           qkv_bias=qkv_bias, backend=backend)
+        results[backend] = [out, *torch.autograd.grad(out, bases, grad)]
+    for name, got, want in zip(["out", "dbias", "dlogit_scale", "dqkv_bias"], *results.values()):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=lambda text, name=name: f"{name}: {text}")
 
 
 def test_triton_image_layout_deterministic_equals_atomic():

@@ -17,7 +17,7 @@ from helpers import (KERNEL_DEVICE, KERNEL_DTYPE_IDS, KERNEL_DTYPES, compiled_on
                      random_tensor)
 
 from fastswin import BackendError, reference
-from fastswin.ops import window_attention
+from fastswin.ops import cosine_window_attention, window_attention
 from fastswin.ops.attention.launch import window_attention_backward, window_attention_forward
 from fastswin.ops.attention.policy import windows_per_program
 
@@ -235,6 +235,7 @@ def _bad_inputs():
         "shapes": ((q, q, q[:, :, :48], None, None), "one shape"),
         "dtypes": ((q, q, q.double(), None, None), "one float dtype"),
         "integer": ((q.long(), q.long(), q.long(), None, None), "one float dtype"),
+        "head_dim 0": ((q[..., :0], q[..., :0], q[..., :0], None, None), "head_dim of at least 1"),
         "bias shape": ((q, q, q, bias[:1], None), "bias must be"),
         "mask shape": ((q, q, q, None, mask[:, :48]), "mask must be"),
         "mask windows": ((q, q, q, None, torch.randn(3, 49, 49)), "not a multiple"),
@@ -268,3 +269,17 @@ def test_without_triton_the_reference_backend_still_runs():
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("cosine", [False, True], ids=["v1", "v2"])
+def test_reference_takes_a_wider_bias_than_q(cosine):
+    """fp16 q, k, v with fp32 bias and mask (autocast's mix) run on the reference backend
+    too, and give fp16 as the kernels do (a fuzzed case found a dtype error there)."""
+    q, k, v = (random_tensor((4, 2, 16, 16), torch.float16, "cpu", seed) for seed in (1, 2, 3))
+    bias, mask = random_tensor((2, 16, 16), torch.float32, "cpu", 4), random_tensor((2, 16, 16), torch.float32, "cpu", 5)
+    scale = torch.full((2, 1, 1), 2.0)
+    run = (lambda *t, **kw: cosine_window_attention(*t[:3], scale, *t[3:], **kw)) if cosine else window_attention
+    got = run(q, k, v, bias, mask, backend="reference")
+    exact = run(q.double(), k.double(), v.double(), bias.double(), mask.double(), backend="reference")
+    assert got.dtype == torch.float16
+    torch.testing.assert_close(got.double(), exact, rtol=1e-2, atol=1e-2)

@@ -119,6 +119,7 @@ def test_int_and_pair_arguments_agree(device):
     (lambda x: ops.window_reverse(x[:3], 7, 14, 14)[0], "windows are"),
     (lambda x: ops.window_reverse(torch.zeros(5, 7, 7, 3), 7, 14, 14), "cannot tile"),
     (lambda x: ops.window_reverse(torch.zeros(4, 7, 7, 3), 7, 0, 14), "must be positive"),
+    (lambda x: ops.window_reverse(torch.zeros(1, 0, 0, 3), 0, 5, 9), "window_size must be positive"),
 ])
 def test_bad_input_raises(call, message):
     x = torch.randn(2, 14, 14, 3)
@@ -141,7 +142,8 @@ def test_forced_backend_that_cannot_run_raises(monkeypatch):
     assert torch.equal(ops.window_partition(x, 7), x)
 
 
-@pytest.mark.parametrize("shape", [(0, 14, 14, 8), (1, 0, 14, 8), (1, 14, 0, 8), (1, 0, 7, 8), (2, 14, 14, 0)],
+@pytest.mark.parametrize("shape", [(0, 14, 14, 8), (1, 0, 14, 8), (1, 14, 0, 8), (1, 0, 7, 8), (2, 14, 14, 0),
+                                   (2, 14, 7, 0)],  # the reshape shortcut without channels
                          ids=str)
 def test_empty_maps_give_empty_windows(shape, device):
     """A map with a zero size partitions to the reference's empty (or channel-less) windows

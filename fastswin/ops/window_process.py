@@ -56,8 +56,8 @@ def window_partition(x: torch.Tensor, window_size: IntPair, shift_size: IntPair 
         raise ValueError(f"fastswin.window_partition: x must be (B, H, W, C), got shape {tuple(x.shape)}")
     check_window(window_size, shift_size, "window_partition")
     chosen = _choose("window_partition", x.device, backend)
-    if _is_reshape(x.shape[1], x.shape[2], window_size, shift_size):
-        return x.reshape(-1, *window_size, x.shape[3])
+    if _is_reshape(x.shape[1], x.shape[2], window_size, shift_size):  # no -1 below: C may be 0
+        return x.reshape(x.shape[0] * x.shape[1] // window_size[0], *window_size, x.shape[3])
     if chosen == "reference":
         return reference.window_partition(x, window_size, shift_size)
     return torch.ops.fastswin.window_partition(x, window_size, shift_size)
@@ -79,11 +79,11 @@ def window_reverse(windows: torch.Tensor, window_size: IntPair, height: int, wid
         window_partition would be a reshape.
     """
     window_size, shift_size = as_pair(window_size, "window_size"), as_pair(shift_size, "shift_size")
-    _check_reverse_args(windows, window_size, height, width)
     check_window(window_size, shift_size, "window_reverse")
+    _check_reverse_args(windows, window_size, height, width)
     chosen = _choose("window_reverse", windows.device, backend)
     if _is_reshape(height, width, window_size, shift_size):
-        return windows.reshape(-1, height, width, windows.shape[3])
+        return windows.reshape(windows.shape[0] * window_size[0] // height, height, width, windows.shape[3])
     if chosen == "reference":
         return reference.window_reverse(windows, window_size, height, width, shift_size)
     return torch.ops.fastswin.window_reverse(windows, window_size, height, width, shift_size)

@@ -44,7 +44,9 @@ def check_windows(q, k, v, bias, mask, op: str = "window_attention") -> None:
     if not q.dtype.is_floating_point or k.dtype != q.dtype or v.dtype != q.dtype:
         raise ValueError(f"fastswin.{op}: q, k, v must share one float dtype, got {q.dtype}, "
                          f"{k.dtype}, {v.dtype}")
-    B_, heads, n, _ = q.shape
+    B_, heads, n, d = q.shape
+    if d == 0:
+        raise ValueError(f"fastswin.{op}: q, k, v must have a head_dim of at least 1, got shape {tuple(q.shape)}")
     named = {"q": q, "k": k, "v": v, "bias": bias, "mask": mask}
     devices = {name: t.device for name, t in named.items() if t is not None}
     if len(set(devices.values())) > 1:
@@ -88,6 +90,8 @@ def check_map(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bi
     """ValueError for image-layout inputs no backend can run (sizes already pairs)."""
     if qkv.dim() != 4 or qkv.shape[3] % 3:
         raise ValueError(f"fastswin.shifted_window_attention: qkv must be (B, H, W, 3C), got {tuple(qkv.shape)}")
+    if not qkv.dtype.is_floating_point:
+        raise ValueError(f"fastswin.shifted_window_attention: qkv must be a float tensor, got {qkv.dtype}")
     C = qkv.shape[3] // 3
     if num_heads < 1 or C % num_heads:
         raise ValueError(f"fastswin.shifted_window_attention: C={C} is not divisible by num_heads={num_heads}")

@@ -96,10 +96,11 @@ def _operands(q: torch.Tensor, layout: _Layout, bias, mask, logit_scale, image: 
     constexprs = common_constexprs(cfg, d, bias is not None, mask is not None, logit_scale is not None,
                                    dot_precision(q.dtype, q.device), q.dtype)
     # The layout's constexprs override the common ones (HAS_MASK: the image layout's shift).
+    # The small operands are read as contiguous arrays: a strided one costs a copy of a few KB.
     return dict(BIAS=q if bias is None else bias.contiguous(), MASK=q if mask is None else mask.contiguous(),
                 # (heads, 1, 1) -> (heads,)
                 LOGIT_SCALE=q if logit_scale is None else logit_scale.reshape(-1).contiguous(),
-                FILL=image.fill if image is not None and image.reads_fill else q,
+                FILL=image.fill.contiguous() if image is not None and image.reads_fill else q,
                 heads=q.shape[1], mask_windows=1 if mask is None else mask.shape[0], scale=scale,
                 **layout.args, **{**constexprs, **layout.constexprs})
 
