@@ -106,7 +106,10 @@ def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     softmax(cos(q_i, k_j) * exp(min(logit_scale[h], log 100)) + bias + mask[b % nW]) v,
     with q and k normalized as F.normalize(dim=-1) does. logit_scale: (heads, 1, 1).
     """
-    attn = F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(-2, -1)
+    # Normalized in fp32 at least: in fp16 F.normalize's eps (1e-12) rounds to 0, and a zero
+    # row (a padding token without qkv bias) would become 0/0.
+    q, k = (F.normalize(t.to(torch.promote_types(t.dtype, torch.float32)), dim=-1).to(t.dtype) for t in (q, k))
+    attn = q @ k.transpose(-2, -1)
     attn = attn * torch.clamp(logit_scale, max=LOGIT_SCALE_MAX).exp().to(attn.dtype)
     attn = _add_bias_and_mask(attn, bias, mask)
     return attn.softmax(dim=-1).to(v.dtype) @ v  # a wider bias (fp32 under fp16 q) widened the scores

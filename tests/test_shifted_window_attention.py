@@ -97,6 +97,16 @@ def test_bad_input_raises(kwargs, message):
         ops.shifted_window_attention(**args)
 
 
+def test_v2_reference_on_fp16_padding_without_qkv_bias_is_finite():
+    """Zero padding tokens (no qkv_bias) normalized in fp16 were 0/0 in the reference (a
+    fuzzed case): they are normalized in fp32 and give the float64 result."""
+    qkv = random_tensor((2, 1, 5, 3 * 48), torch.float16, "cpu", 80)
+    logit_scale = torch.tensor([0.5, 1.0, 1.5]).view(3, 1, 1)
+    out = ops.shifted_window_attention(qkv, 3, 3, 0, logit_scale=logit_scale, backend="reference")
+    exact = ops.shifted_window_attention(qkv.double(), 3, 3, 0, logit_scale=logit_scale.double(), backend="reference")
+    torch.testing.assert_close(out.double(), exact, rtol=1e-2, atol=1e-2)
+
+
 def test_mask_first_built_under_inference_mode_serves_training(device):
     """The shift mask is cached: one first built under inference mode must still be
     usable by autograd later."""
