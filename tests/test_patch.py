@@ -10,7 +10,8 @@ import torch.nn as nn
 
 from helpers import random_tensor
 import fastswin
-from fastswin.integrations._core import PREFIX
+from fastswin._extension import HAS_C
+from fastswin.integrations._core import CPU_FALLBACK, PREFIX
 
 timm = pytest.importorskip("timm")
 tv = pytest.importorskip("torchvision.models.swin_transformer")
@@ -50,6 +51,13 @@ def build(library: str, version: str, attn_drop: float = 0.0, hf_attention: str 
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     return model
+
+
+@pytest.fixture(autouse=True)
+def fastswin_path_on_cpu(monkeypatch):
+    """Auto mode keeps the library's forward on CPU inputs (faster there): these tests
+    force fastswin's CPU path so that they compare it with the library's."""
+    monkeypatch.setenv("FASTSWIN_BACKEND", "cpu" if HAS_C else "reference")
 
 
 def logits(model: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
@@ -136,7 +144,7 @@ def test_report(library, version):
                 if type(m).__module__.startswith(library) and type(m).__name__ in PATCHED_CLASSES[library]]
     assert [e.name for e in report.replaced] == expected and len(expected) == NUM_BLOCKS
     assert all(entry.kind.startswith(library) for entry in report.replaced)
-    assert len(report.fallbacks) == 1 and library in report.fallbacks[0]
+    assert len(report.fallbacks) == 2 and library in report.fallbacks[0] and report.fallbacks[1] == CPU_FALLBACK
     assert f"{NUM_BLOCKS} module(s)" in str(report) and not report.not_replaced and not report.reason
 
 
@@ -219,10 +227,26 @@ def test_backend_reaches_the_fused_op():
         model(random_tensor((1, 3, IMG, IMG), torch.float32, "cpu", 6))
 
 
-@pytest.mark.skip(reason="shifted_window_attention has no Triton backend yet, and whole models in the Triton "
-                         "interpreter take minutes on CPU; the Triton kernels are tested per op")
-def test_triton_backend_whole_model():
-    pass
+@pytest.mark.parametrize("library", ["timm", "torchvision", "transformers"])
+def test_auto_mode_keeps_the_library_forward_on_cpu(library, monkeypatch):
+    """Never slower than the library: on CPU inputs, auto mode runs the library's own
+    forward (fastswin's op is not called); a forced backend runs fastswin's."""
+    from fastswin import ops
+
+    model = build(library, "v1").eval()
+    x = random_tensor((1, 3, IMG, IMG), torch.float32, "cpu", 11)
+    with torch.no_grad():
+        want = logits(model, x)
+    calls = []
+    real = ops.shifted_window_attention
+    monkeypatch.setattr(ops, "shifted_window_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.delenv("FASTSWIN_BACKEND")
+    report = fastswin.patch(model)
+    with torch.no_grad():
+        assert torch.equal(logits(model, x), want) and not calls
+        fastswin.patch(model, backend="reference")
+        torch.testing.assert_close(logits(model, x), want, rtol=1e-4, atol=1e-4)
+    assert calls and CPU_FALLBACK in report.fallbacks and CPU_FALLBACK in str(report)
 
 
 @pytest.mark.parametrize("library,version", [("timm", "v1"), ("timm", "v2"), ("torchvision", "v2"),

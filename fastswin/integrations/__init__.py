@@ -10,7 +10,10 @@ in training. Attention dropout is not fused: a patched module runs the
 library's forward when it is active. Element-wise dropouts after the output
 projection (timm's proj_drop, torchvision's dropout, HF's hidden dropout) run
 on the cropped map rather than on padded windows: the same distribution, other
-random draws than the library's.
+random draws than the library's. On CPU inputs in auto mode a patched module
+runs the library's forward too: fastswin has no fused CPU attention yet and its
+composed CPU path measured slower than the libraries' (`_core.CPU_FALLBACK`);
+a forced backend (`backend=` or $FASTSWIN_BACKEND) runs fastswin's path.
 
 Each library lives in its own module (timm.py, torchvision.py,
 transformers.py) and is consulted only when that library is already imported
@@ -24,7 +27,7 @@ from typing import Iterator, Optional, Tuple
 import torch.nn as nn
 
 from fastswin.backends import requested_backend
-from fastswin.integrations._core import (ModuleEntry, PatchReport, STATE_ATTR, dedupe, install,
+from fastswin.integrations._core import (CPU_FALLBACK, ModuleEntry, PatchReport, STATE_ATTR, dedupe, install,
                                          instance_override_problem, remove)
 
 # library (top-level package) -> fastswin integration module
@@ -85,7 +88,7 @@ def patch(model: nn.Module, *, backend: Optional[str] = None) -> PatchReport:
         fresh = install(module, target, backend)
         report.replaced.append(ModuleEntry(name, target.kind, "" if fresh else "already patched; backend updated"))
         fallbacks += integration.FALLBACKS
-    report.fallbacks = dedupe(fallbacks)
+    report.fallbacks = dedupe(fallbacks + [CPU_FALLBACK] * bool(report.replaced))
     _explain_nothing_found(model, report)
     return report
 

@@ -10,7 +10,10 @@ import types
 from dataclasses import dataclass, field
 from typing import Callable, List, Optional
 
+import torch
 import torch.nn as nn
+
+from fastswin.backends import requested_backend
 
 # Instance attributes a patch adds all start with PREFIX (none is a parameter, buffer or submodule).
 PREFIX = "_fastswin_"
@@ -78,6 +81,19 @@ class PatchReport:
         if self.reason:
             lines.append(f"  {self.reason}")
         return "\n".join(lines)
+
+
+# fastswin must never make a model slower than its library. On CPU, without a fused CPU
+# attention yet, the patched blocks measured slower than the libraries' own (Swin-T, batch
+# 8, fp32 inference, 2-core EPYC: timm 0.88x, torchvision 0.98x, Hugging Face 0.80x), so
+# auto mode keeps the library's forward for CPU inputs; a forced backend still runs.
+CPU_FALLBACK = ("the input is on the CPU and no backend is forced (the library's own forward is faster there "
+                "until fastswin has a fused CPU attention)")
+
+
+def library_is_faster(module: nn.Module, x: torch.Tensor) -> bool:
+    """Whether the patched `module` runs its original forward on `x` (CPU_FALLBACK)."""
+    return x.device.type == "cpu" and requested_backend(module.__dict__.get(BACKEND_ATTR)) == "auto"
 
 
 def instance_override_problem(module: nn.Module, attr: str) -> Optional[str]:

@@ -16,7 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fastswin import ops
-from fastswin.integrations._core import BACKEND_ATTR, Target, class_override_problem, original
+from fastswin.integrations._core import BACKEND_ATTR, Target, class_override_problem, library_is_faster, original
 
 FALLBACKS = ["torchvision: training with attention_dropout > 0"]
 
@@ -31,7 +31,7 @@ def _qkv_bias(attn: nn.Module, v2: bool) -> Optional[torch.Tensor]:
 
 def _fused_forward(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Replaces ShiftedWindowAttention(V2).forward: (B, H, W, C) -> (B, H, W, C)."""
-    if attn.training and attn.attention_dropout > 0:
+    if (attn.training and attn.attention_dropout > 0) or library_is_faster(attn, x):
         return original(attn, "forward")(x)
     v2 = hasattr(attn, "logit_scale")
     qkv_bias = _qkv_bias(attn, v2)

@@ -173,5 +173,7 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
         qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order,
         partition=lambda x, w, s: window_partition(x, w, s, backend=chosen),
         reverse=lambda x, w, h, wd, s: window_reverse(x, w, h, wd, s, backend=chosen),
-        attention=lambda q, k, v, bias, mask: window_attention(q, k, v, bias, mask),
+        # cpu / cuda name the partition kernels; the attention between them picks its own
+        # (auto, not $FASTSWIN_BACKEND, which may name a backend that has no attention).
+        attention=lambda q, k, v, bias, mask: window_attention(q, k, v, bias, mask, backend="auto"),
         cosine_attention=reference.cosine_window_attention, attention_mask=_shift_mask)
