@@ -62,7 +62,8 @@ def patch(model: nn.Module, *, backend: Optional[str] = None) -> PatchReport:
     """Run every Swin window attention of `model` through fastswin's fused path, in place.
 
     Recognized: timm SwinTransformer / SwinTransformerV2 blocks, torchvision
-    ShiftedWindowAttention(V2), Hugging Face SwinLayer / Swinv2Layer. Parameters,
+    ShiftedWindowAttention(V2), Hugging Face SwinLayer / Swinv2Layer and the layers
+    copied from them (Donut, MaskFormer, CLAP audio, Swin2SR). Parameters,
     buffers and state_dict keys are untouched; outputs and gradients match the
     library's own forward (up to floating-point rounding). Idempotent: patching
     again only updates the backend.

@@ -1,5 +1,8 @@
 """Hugging Face transformers: SwinModel / Swinv2Model and the models built on
-them (*ForImageClassification, *ForMaskedImageModeling, *Backbone).
+them (*ForImageClassification, *ForMaskedImageModeling, *Backbone), and the
+models whose layers copy Swin's (FAMILY): Donut / Nougat (DonutSwinLayer),
+MaskFormer (MaskFormerSwinLayer), CLAP's audio encoder (ClapAudioLayer) and
+Swin2SR (Swin2SRLayer, a copy of Swinv2Layer).
 
 The attention module receives already-partitioned windows, so the patch
 replaces the layer's forward (SwinLayer, Swinv2Layer). HF pads to multiples
@@ -16,12 +19,17 @@ Both module layouts are read:
   ``continuous_position_bias_mlp`` / ``logit_scale`` (v2), ``attention.output``,
   ``layer.intermediate`` / ``layer.output``; the layer returns a 1-tuple.
 
+MaskFormer's layer never clamps its window to a small map and always shifts
+(it has no ``set_shift_and_window_size``): patched, it behaves as SwinLayer with
+``always_partition=True``.
+
 Falls back to HF's forward when attention probabilities are asked for
 (``output_attentions``, argument or config), with ``head_mask``, or in training
 with ``attention_probs_dropout_prob`` > 0.
 """
 import inspect
-from typing import Callable, Dict, List, Optional, Tuple
+import sys
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -34,6 +42,25 @@ FALLBACKS = ["transformers: output_attentions (argument or config), head_mask, o
              "attention_probs_dropout_prob > 0"]
 _ARG_NAMES = PREFIX + "arg_names"  # the original forward's parameters after (hidden_states, input_dimensions)
 _LAYOUT = PREFIX + "layout"  # the layer's _Layout
+_CLAMPS = PREFIX + "clamps"  # the layer shrinks its window to small maps (set_shift_and_window_size)
+
+
+class _Member(NamedTuple):
+    """A transformers layer class fastswin patches."""
+    module: str       # its modeling module; consulted only when imported (a model of it exists only then)
+    cls: str
+    v2: bool          # Swinv2's layer and attention (else Swin's)
+    clamps: bool      # calls set_shift_and_window_size before attending
+
+
+FAMILY = [
+    _Member("transformers.models.swin.modeling_swin", "SwinLayer", False, True),
+    _Member("transformers.models.swinv2.modeling_swinv2", "Swinv2Layer", True, False),
+    _Member("transformers.models.donut.modeling_donut_swin", "DonutSwinLayer", False, True),
+    _Member("transformers.models.clap.modeling_clap", "ClapAudioLayer", False, True),
+    _Member("transformers.models.maskformer.modeling_maskformer_swin", "MaskFormerSwinLayer", False, False),
+    _Member("transformers.models.swin2sr.modeling_swin2sr", "Swin2SRLayer", True, False),
+]
 
 
 def _qkv_projection(linears: List[nn.Linear]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -88,8 +115,8 @@ _V2 = _Layout(
     returns_weights=False)
 
 
-def _v1_layout(layer: nn.Module) -> Optional[_Layout]:
-    if not hasattr(layer, "set_shift_and_window_size"):  # its window rule is reproduced by calling it
+def _v1_layout(layer: nn.Module, clamps: bool) -> Optional[_Layout]:
+    if clamps and not hasattr(layer, "set_shift_and_window_size"):  # its window rule is reproduced by calling it
         return None
     attention = layer.attention
     if all(hasattr(attention, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj", "relative_position_bias")) \
@@ -101,7 +128,7 @@ def _v1_layout(layer: nn.Module) -> Optional[_Layout]:
     return None
 
 
-def _v2_layout(layer: nn.Module) -> Optional[_Layout]:
+def _v2_layout(layer: nn.Module, clamps: bool) -> Optional[_Layout]:
     attention = getattr(layer.attention, "self", None)
     if attention is not None and hasattr(attention, "continuous_position_bias_mlp") and hasattr(layer, "intermediate"):
         return _V2
@@ -142,7 +169,7 @@ def _fused_v1_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dimen
     named = {**dict(zip(getattr(layer, _ARG_NAMES), args)), **kwargs}
     if _needs_original(layer, hidden_states, named):
         return original(layer, "forward")(hidden_states, input_dimensions, *args, **kwargs)
-    if not named.get("always_partition", False):
+    if getattr(layer, _CLAMPS) and not named.get("always_partition", False):
         layer.set_shift_and_window_size(input_dimensions)
     layout = getattr(layer, _LAYOUT)
     (H, W), (B, _, C) = input_dimensions, hidden_states.shape
@@ -167,25 +194,30 @@ def _fused_v2_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dimen
     return _layer_output(_V2, hidden)
 
 
-def _prepare(layer: nn.Module, layout: _Layout) -> None:
+def _prepare(layer: nn.Module, layout: _Layout, clamps: bool) -> None:
     names = list(inspect.signature(type(layer).forward).parameters)[3:]  # after self, hidden_states, input_dimensions
     layer.__dict__[_ARG_NAMES] = tuple(names)
     layer.__dict__[_LAYOUT] = layout
+    layer.__dict__[_CLAMPS] = clamps
 
 
 def match(module: nn.Module) -> Optional[Target]:
-    """A Target for HF's SwinLayer / Swinv2Layer, None for any other module."""
+    """A Target for the layers of FAMILY, None for any other module."""
     import transformers
-    from transformers.models.swin import modeling_swin
-    from transformers.models.swinv2 import modeling_swinv2
-    for layer_cls, layout_of, fused in ((modeling_swin.SwinLayer, _v1_layout, _fused_v1_forward),
-                                        (modeling_swinv2.Swinv2Layer, _v2_layout, _fused_v2_forward)):
-        if isinstance(module, layer_cls):
-            layout = layout_of(module)
-            problem = class_override_problem(module, "forward", layer_cls) or (
-                None if layout else f"unrecognized {layer_cls.__name__} layout (transformers "
-                                    f"{transformers.__version__}); fastswin reads the 4.x and 5.x layouts")
-            kind = layout.name if layout else f"transformers {layer_cls.__name__}"
-            return Target(kind=kind, attr="forward", fused=fused, problem=problem,
-                          prepare=lambda layer, layout=layout: _prepare(layer, layout))
+    for member in FAMILY:
+        layer_cls = getattr(sys.modules.get(member.module), member.cls, None)
+        if layer_cls is None or not isinstance(module, layer_cls):
+            continue
+        layout = (_v2_layout if member.v2 else _v1_layout)(module, member.clamps)
+        problem = class_override_problem(module, "forward", layer_cls) or (
+            None if layout else f"unrecognized {member.cls} layout (transformers {transformers.__version__}); "
+                                f"fastswin reads the 4.x and 5.x layouts")
+        kind = f"transformers {member.cls}"
+        if layout and member.cls not in ("SwinLayer", "Swinv2Layer"):
+            kind += f" (as {layout.name.removeprefix('transformers ')})"
+        elif layout:
+            kind = layout.name
+        return Target(kind=kind, attr="forward", fused=_fused_v2_forward if member.v2 else _fused_v1_forward,
+                      problem=problem, prepare=lambda layer, layout=layout, clamps=member.clamps:
+                      _prepare(layer, layout, clamps))
     return None
