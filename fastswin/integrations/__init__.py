@@ -26,9 +26,9 @@ from typing import Iterator, Optional, Tuple
 
 import torch.nn as nn
 
-from fastswin.backends import requested_backend
+from fastswin.backends import BackendError, requested_backend
 from fastswin.integrations._core import (CPU_FALLBACK, ModuleEntry, PatchReport, STATE_ATTR, dedupe, install,
-                                         instance_override_problem, remove)
+                                         instance_override_problem, remove, runs_on)
 
 # library (top-level package) -> fastswin integration module
 INTEGRATIONS = {"timm": "fastswin.integrations.timm",
@@ -58,7 +58,7 @@ def _targets(model: nn.Module) -> Iterator[Tuple[str, nn.Module, object, object]
                 break
 
 
-def patch(model: nn.Module, *, backend: Optional[str] = None) -> PatchReport:
+def patch(model: nn.Module, *, backend: Optional[str] = None, strict: bool = False) -> PatchReport:
     """Run every Swin window attention of `model` through fastswin's fused path, in place.
 
     Recognized: timm SwinTransformer / SwinTransformerV2 blocks, torchvision
@@ -72,23 +72,36 @@ def patch(model: nn.Module, *, backend: Optional[str] = None) -> PatchReport:
         model: any nn.Module containing such modules (or one of them).
         backend: fastswin backend of the fused op ("auto", "cuda", "cpu", "reference";
             None: $FASTSWIN_BACKEND, else auto), checked here and chosen at each call.
+        strict: raise BackendError, changing nothing, unless every Swin module found
+            will run the fused Triton kernels on its parameters' device and dtype.
 
     Returns:
-        PatchReport: the modules replaced, those left (with why), and the run-time
-        conditions under which a patched module falls back to its original forward.
+        PatchReport: the modules replaced, each with what will run it on its
+        parameters' device and dtype (the op's own checks), those left (with why), and
+        the run-time conditions under which a patched module falls back to its
+        original forward.
     """
     if backend is not None:
         requested_backend(backend)  # an unknown name fails now, not at the first forward
     report = PatchReport(model=type(model).__name__, backend=backend)
-    fallbacks = []
+    planned, fallbacks = [], []
     for name, module, target, integration in _targets(model):
         problem = target.problem or instance_override_problem(module, target.attr)
         if problem:
             report.not_replaced.append(ModuleEntry(name, target.kind, problem))
             continue
-        fresh = install(module, target, backend)
-        report.replaced.append(ModuleEntry(name, target.kind, "" if fresh else "already patched; backend updated"))
+        runs, fused = runs_on(module, target, backend)
+        planned.append((ModuleEntry(name, target.kind, runs=runs, fused=fused), module, target))
         fallbacks += integration.FALLBACKS
+    unfused = [f"  {e.name} ({e.kind}): {e.note}" for e in report.not_replaced]
+    unfused += [f"  {e.name} ({e.kind}) would run {e.runs}" for e, _, _ in planned if not e.fused]
+    if strict and unfused:
+        raise BackendError("fastswin.patch(strict=True): these Swin modules would not run the fused kernels, "
+                           "so nothing was patched:\n" + "\n".join(unfused))
+    for entry, module, target in planned:
+        if not install(module, target, backend):
+            entry.note = "already patched; backend updated"
+        report.replaced.append(entry)
     report.fallbacks = dedupe(fallbacks + [CPU_FALLBACK] * bool(report.replaced))
     _explain_nothing_found(model, report)
     return report

@@ -8,12 +8,13 @@ instance attribute restores the class's method exactly.
 """
 import types
 from dataclasses import dataclass, field
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
 
-from fastswin.backends import requested_backend
+from fastswin import ops
+from fastswin.backends import BackendError, requested_backend
 
 # Instance attributes a patch adds all start with PREFIX (none is a parameter, buffer or submodule).
 PREFIX = "_fastswin_"
@@ -28,11 +29,13 @@ class Target:
     kind: e.g. "timm SwinTransformerBlock"; attr: the method replaced;
     fused: function(self, ...) installed as that method (falls back to the
     class's method where it cannot run); problem: why this instance cannot be
-    patched, or None; prepare: per-instance set-up run when patching.
+    patched, or None; prepare: per-instance set-up run when patching;
+    geometry: the module's (heads, head_dim, (wh, ww)) as it attends now.
     """
     kind: str
     attr: str
     fused: Callable
+    geometry: Callable[[nn.Module], Tuple[int, int, Tuple[int, int]]]
     problem: Optional[str] = None
     prepare: Optional[Callable[[nn.Module], None]] = None
 
@@ -48,13 +51,16 @@ class ModuleEntry:
     name: str    # qualified name in the model ("" for the model itself)
     kind: str
     note: str = ""
+    runs: str = ""        # what will run it (replaced modules)
+    fused: bool = False   # whether that is the fused Triton path
 
 
 @dataclass
 class PatchReport:
     """What fastswin.patch / unpatch did.
 
-    replaced: modules now running the fused path (note says if one was patched already).
+    replaced: modules patched, each with what will run it (`runs`, `fused`; note says if
+        one was patched already).
     not_replaced: Swin modules left as they were, each with the reason.
     fallbacks: conditions under which a patched module runs its original forward.
     reason: why nothing was found to patch, when nothing was.
@@ -68,14 +74,16 @@ class PatchReport:
 
     @property
     def complete(self) -> bool:
-        """Every Swin attention module found runs the fused path."""
+        """Every Swin attention module found was replaced (each entry's `fused` says
+        whether the fused kernels will run it)."""
         return bool(self.replaced) and not self.not_replaced
 
     def __str__(self) -> str:
-        lines = [f"fastswin: {len(self.replaced)} module(s) of {self.model} on the fused path, "
-                 f"{len(self.not_replaced)} left as they were (backend={self.backend or 'auto'})"]
+        fused = sum(entry.fused for entry in self.replaced)
+        lines = [f"fastswin: {len(self.replaced)} module(s) of {self.model} patched ({fused} on the fused "
+                 f"kernels here), {len(self.not_replaced)} left as they were (backend={self.backend or 'auto'})"]
         lines += [f"  replaced  {e.name or '<model>'} ({e.kind}){': ' + e.note if e.note else ''}"
-                  for e in self.replaced]
+                  + (f" -> {e.runs}" if e.runs else "") for e in self.replaced]
         lines += [f"  kept      {e.name or '<model>'} ({e.kind}): {e.note}" for e in self.not_replaced]
         lines += [f"  falls back to the original forward when {f}" for f in self.fallbacks]
         if self.reason:
@@ -94,6 +102,24 @@ CPU_FALLBACK = ("the input is on the CPU and no backend is forced (the library's
 def library_is_faster(module: nn.Module, x: torch.Tensor) -> bool:
     """Whether the patched `module` runs its original forward on `x` (CPU_FALLBACK)."""
     return x.device.type == "cpu" and requested_backend(module.__dict__.get(BACKEND_ATTR)) == "auto"
+
+
+def runs_on(module: nn.Module, target: Target, backend: Optional[str]) -> Tuple[str, bool]:
+    """What will run the patched `module` on its parameters' device and dtype (under
+    autocast the op sees the autocast dtype), by the op's own checks, and whether that is
+    the fused path."""
+    param = next(module.parameters(), None)
+    device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
+    if device.type == "cpu" and requested_backend(backend) == "auto":
+        return "the library's own forward (CPU, auto mode)", False
+    heads, head_dim, window = target.geometry(module)
+    try:
+        chosen, reason = ops.shifted_window_attention_backend(heads, head_dim, window, dtype, device, backend)
+    except BackendError as error:
+        return f"nothing: {error}", False
+    if chosen == "triton":
+        return f"the fused Triton kernels ({device.type}, {str(dtype).replace('torch.', '')})", True
+    return f"the {chosen} backend, not fused: {reason}", False
 
 
 def instance_override_problem(module: nn.Module, attr: str) -> Optional[str]:

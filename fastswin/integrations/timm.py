@@ -44,6 +44,11 @@ def _fused_attn(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return attn.proj_drop(attn.proj(out))
 
 
+def _geometry(block: nn.Module):
+    heads = block.attn.num_heads
+    return heads, block.attn.qkv.weight.shape[0] // (3 * heads), tuple(block.window_size)
+
+
 def match(module: nn.Module) -> Optional[Target]:
     """A Target for timm's Swin v1 / v2 blocks, None for any other module."""
     from timm.models import swin_transformer as v1
@@ -54,7 +59,7 @@ def match(module: nn.Module) -> Optional[Target]:
             kind = f"timm {block_cls.__name__}"
             problem = (class_override_problem(module, "_attn", block_cls)
                        or _attention_problem(module.attn, attn_cls))
-            return Target(kind=kind, attr="_attn", fused=_fused_attn, problem=problem)
+            return Target(kind=kind, attr="_attn", fused=_fused_attn, geometry=_geometry, problem=problem)
     return None
 
 

@@ -43,6 +43,11 @@ def _fused_forward(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return F.dropout(attn.proj(out), p=attn.dropout, training=attn.training)
 
 
+def _geometry(attn: nn.Module):
+    heads = attn.num_heads
+    return heads, attn.qkv.weight.shape[0] // (3 * heads), tuple(attn.window_size)
+
+
 def match(module: nn.Module) -> Optional[Target]:
     """A Target for torchvision's ShiftedWindowAttention(V2), None for any other module."""
     from torchvision.models import swin_transformer as tv
@@ -51,4 +56,5 @@ def match(module: nn.Module) -> Optional[Target]:
     base = tv.ShiftedWindowAttentionV2 if isinstance(module, tv.ShiftedWindowAttentionV2) else tv.ShiftedWindowAttention
     problem = (class_override_problem(module, "forward", base)
                or class_override_problem(module, "get_relative_position_bias", base))
-    return Target(kind=f"torchvision {base.__name__}", attr="forward", fused=_fused_forward, problem=problem)
+    return Target(kind=f"torchvision {base.__name__}", attr="forward", fused=_fused_forward, geometry=_geometry,
+                  problem=problem)

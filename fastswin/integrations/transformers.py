@@ -201,6 +201,11 @@ def _prepare(layer: nn.Module, layout: _Layout, clamps: bool) -> None:
     layer.__dict__[_CLAMPS] = clamps
 
 
+def _geometry(layer: nn.Module, layout: Optional[_Layout]):
+    heads, window = layout.num_heads(layer), int(layer.window_size)
+    return heads, layout.qkv(layer)[0].weight.shape[0] // heads, (window, window)
+
+
 def match(module: nn.Module) -> Optional[Target]:
     """A Target for the layers of FAMILY, None for any other module."""
     import transformers
@@ -218,6 +223,6 @@ def match(module: nn.Module) -> Optional[Target]:
         elif layout:
             kind = layout.name
         return Target(kind=kind, attr="forward", fused=_fused_v2_forward if member.v2 else _fused_v1_forward,
-                      problem=problem, prepare=lambda layer, layout=layout, clamps=member.clamps:
+                      geometry=lambda layer, layout=layout: _geometry(layer, layout), problem=problem, prepare=lambda layer, layout=layout, clamps=member.clamps:
                       _prepare(layer, layout, clamps))
     return None

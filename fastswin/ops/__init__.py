@@ -3,7 +3,8 @@
 window_process.py: window partition / reverse (the C++ / CUDA ops of csrc/);
 attention/: window attention, Swin-V1 and V2, on windows or on the image layout.
 """
-from fastswin.ops.attention.functions import cosine_window_attention, shifted_window_attention, window_attention
+from fastswin.ops.attention.functions import (cosine_window_attention, shifted_window_attention,
+                                              shifted_window_attention_backend, window_attention)
 from fastswin.ops.window_process import window_partition, window_reverse
 
 __all__ = ["cosine_window_attention", "shifted_window_attention", "window_attention", "window_partition",

@@ -115,10 +115,8 @@ def check_map(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bi
             raise ValueError(f"fastswin.shifted_window_attention: {name} is on {tensor.device}, qkv on {qkv.device}")
 
 
-def map_triton_reason(qkv: torch.Tensor, num_heads: int, window_size, shift_size,
+def map_triton_reason(num_heads: int, head_dim: int, window_size, dtype: torch.dtype, device: torch.device,
                       backend: Optional[str]) -> Optional[str]:
-    """Why the image-layout kernels cannot run these (valid) inputs, or None."""
-    n = window_size[0] * window_size[1]
-    head_dim = qkv.shape[3] // (3 * num_heads)
+    """Why the image-layout kernels cannot run maps of these (valid) sizes, or None."""
     forced = requested_backend(backend) == "triton"
-    return triton_kernels_reason(n, head_dim, qkv.dtype, qkv.device, forced)
+    return triton_kernels_reason(window_size[0] * window_size[1], head_dim, dtype, device, forced)

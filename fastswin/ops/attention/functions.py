@@ -8,7 +8,7 @@ kernels cannot run, and the baseline the fused path is measured against); and
 "reference", the pure PyTorch ops of fastswin.reference.
 """
 import functools
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 
@@ -107,6 +107,30 @@ def _as_dtype(x: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.T
     return None if x is None else x.to(dtype)
 
 
+def _map_backends(num_heads, head_dim, window_size, dtype, device, backend):
+    """shifted_window_attention's backends in order of preference, each with its can-run check."""
+    return [
+        ("triton", lambda: map_triton_reason(num_heads, head_dim, window_size, dtype, device, backend)),
+        ("cuda", lambda: compiled_backend_reason("cuda", device)),
+        ("cpu", lambda: compiled_backend_reason("cpu", device)),
+        ("reference", lambda: None),
+    ]
+
+
+def shifted_window_attention_backend(num_heads: int, head_dim: int, window_size: IntPair, dtype: torch.dtype,
+                                     device: torch.device, backend: Optional[str] = None
+                                     ) -> Tuple[str, Optional[str]]:
+    """Which backend shifted_window_attention runs maps of these sizes on, by the op's own
+    checks, and why the fused Triton kernels do not (None where they do).
+
+    Raises BackendError where a forced backend cannot run them."""
+    window_size = as_pair(window_size, "window_size")
+    chosen = select_backend("shifted_window_attention", backend,
+                            _map_backends(num_heads, head_dim, window_size, dtype, device, backend))
+    fused_reason = map_triton_reason(num_heads, head_dim, window_size, dtype, device, "triton")
+    return chosen, fused_reason
+
+
 def _shift_mask(height, width, window_size, shift_size, device, dtype) -> torch.Tensor:
     """reference.shift_attention_mask, built once per map size, window and shift in
     eager mode; traced (and constant-folded) under torch.compile."""
@@ -154,12 +178,9 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
     if qkv.numel() == 0:  # an empty map attends to nothing: the reference's empty result
         return reference.shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale,
                                                   qkv_bias, order)
-    chosen = select_backend("shifted_window_attention", backend, [
-        ("triton", lambda: map_triton_reason(qkv, num_heads, window_size, shift_size, backend)),
-        ("cuda", lambda: compiled_backend_reason("cuda", qkv.device)),
-        ("cpu", lambda: compiled_backend_reason("cpu", qkv.device)),
-        ("reference", lambda: None),
-    ])
+    chosen = select_backend("shifted_window_attention", backend,
+                            _map_backends(num_heads, qkv.shape[3] // (3 * num_heads), window_size, qkv.dtype,
+                                          qkv.device, backend))
     if chosen == "triton":
         shift = reference.effective_shift(qkv.shape[1], qkv.shape[2], window_size, shift_size)
         # bias and qkv_bias are read in their own dtype (fp32 parameters under autocast keep

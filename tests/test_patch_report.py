@@ -1,0 +1,48 @@
+"""The patch report tells, per module, what will run it on its parameters' device and
+dtype (by the op's own checks), and patch(strict=True) refuses, changing nothing, when
+a Swin module would not run the fused kernels."""
+import pytest
+import torch
+
+from helpers import KERNEL_DEVICE
+import fastswin
+from fastswin.integrations._core import PREFIX
+
+timm = pytest.importorskip("timm")
+
+
+def tiny_timm(embed_dim: int):
+    """Window 4 (N = 16), heads (2, 4): head_dim embed_dim / 2."""
+    torch.manual_seed(0)
+    return timm.create_model("swin_tiny_patch4_window7_224", embed_dim=embed_dim, depths=(2, 2), num_heads=(2, 4),
+                             img_size=64, window_size=4, num_classes=10)
+
+
+def patched(model):
+    return [m for m in model.modules() if any(k.startswith(PREFIX) for k in vars(m))]
+
+
+def test_cpu_auto_mode_reports_the_library_forward():
+    model = tiny_timm(32)
+    report = fastswin.patch(model, backend="auto")
+    assert {e.runs for e in report.replaced} == {"the library's own forward (CPU, auto mode)"}
+    assert not any(e.fused for e in report.replaced)
+    assert "4 module(s) of SwinTransformer patched (0 on the fused kernels here)" in str(report)
+
+
+def test_fused_kernels_reported_where_they_run():
+    """head_dim 16, N = 16: the Triton kernels (compiled on a GPU, interpreted here)."""
+    model = tiny_timm(32).to(KERNEL_DEVICE)
+    report = fastswin.patch(model, backend="triton", strict=True)
+    assert all(e.fused and e.runs.startswith("the fused Triton kernels") for e in report.replaced)
+    assert len(report.replaced) == 4
+
+
+def test_a_size_the_kernels_cannot_run_is_reported_and_strict_refuses():
+    model = tiny_timm(16).to(KERNEL_DEVICE)  # head_dim 8: below the kernels' range
+    with pytest.raises(fastswin.BackendError, match="would not run the fused kernels") as refused:
+        fastswin.patch(model, backend="triton", strict=True)
+    assert str(refused.value).count("head_dim 8") == 4
+    assert not patched(model)  # strict changed nothing
+    report = fastswin.patch(model, backend="triton")
+    assert len(report.replaced) == 4 and all(not e.fused and "head_dim 8" in e.runs for e in report.replaced)
