@@ -7,5 +7,5 @@ from fastswin.ops.attention.functions import (cosine_window_attention, shifted_w
                                               shifted_window_attention_backend, window_attention)
 from fastswin.ops.window_process import window_partition, window_reverse
 
-__all__ = ["cosine_window_attention", "shifted_window_attention", "window_attention", "window_partition",
-           "window_reverse"]
+__all__ = ["cosine_window_attention", "shifted_window_attention", "shifted_window_attention_backend",
+           "window_attention", "window_partition", "window_reverse"]
