@@ -46,3 +46,14 @@ def test_a_size_the_kernels_cannot_run_is_reported_and_strict_refuses():
     assert not patched(model)  # strict changed nothing
     report = fastswin.patch(model, backend="triton")
     assert len(report.replaced) == 4 and all(not e.fused and "head_dim 8" in e.runs for e in report.replaced)
+
+
+def test_video_swin_is_reported_as_not_patched():
+    video = pytest.importorskip("torchvision.models.video")
+    model = video.swin3d_t()
+    report = fastswin.patch(model)
+    assert not report.replaced and len(report.not_replaced) == 12  # depths (2, 2, 6, 2)
+    assert all("3D (T, H, W) windows" in e.note for e in report.not_replaced)
+    assert not patched(model)
+    with pytest.raises(fastswin.BackendError, match="3D"):
+        fastswin.patch(model, strict=True)

@@ -9,6 +9,7 @@ torchvision does (its gradient is zero).
 
 Falls back to torchvision's forward in training with attention_dropout > 0.
 """
+import sys
 from typing import Optional
 
 import torch
@@ -49,8 +50,14 @@ def _geometry(attn: nn.Module):
 
 
 def match(module: nn.Module) -> Optional[Target]:
-    """A Target for torchvision's ShiftedWindowAttention(V2), None for any other module."""
+    """A Target for torchvision's ShiftedWindowAttention(V2) (and the video Swin's
+    ShiftedWindowAttention3d, reported as not patched), None for any other module."""
     from torchvision.models import swin_transformer as tv
+    video = sys.modules.get("torchvision.models.video.swin_transformer")
+    if video is not None and isinstance(module, video.ShiftedWindowAttention3d):
+        return Target(kind="torchvision ShiftedWindowAttention3d", attr="forward", fused=_fused_forward,
+                      geometry=_geometry, problem="3D (T, H, W) windows: fastswin's kernels attend 2D windows only "
+                                                  "so far; torchvision's forward runs it")
     if not isinstance(module, tv.ShiftedWindowAttention):
         return None
     base = tv.ShiftedWindowAttentionV2 if isinstance(module, tv.ShiftedWindowAttentionV2) else tv.ShiftedWindowAttention
