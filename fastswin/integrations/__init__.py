@@ -1,4 +1,4 @@
-"""In-place patching of timm, torchvision and Hugging Face Swin models onto
+"""In-place patching of timm, torchvision, Hugging Face and MONAI Swin models onto
 fastswin's fused shifted-window attention.
 
     report = fastswin.patch(model)      # every Swin block of the model, in place
@@ -33,10 +33,11 @@ from fastswin.integrations._core import (CPU_FALLBACK, ModuleEntry, PatchReport,
 # library (top-level package) -> fastswin integration module
 INTEGRATIONS = {"timm": "fastswin.integrations.timm",
                 "torchvision": "fastswin.integrations.torchvision",
-                "transformers": "fastswin.integrations.transformers"}
+                "transformers": "fastswin.integrations.transformers",
+                "monai": "fastswin.integrations.monai"}
 
 RECOGNIZED = ("timm SwinTransformerBlock / SwinTransformerV2Block, torchvision ShiftedWindowAttention(V2), "
-              "transformers SwinLayer / Swinv2Layer")
+              "transformers SwinLayer / Swinv2Layer and their copies, MONAI SwinUNETR's SwinTransformerBlock (2D)")
 
 __all__ = ["patch", "unpatch", "PatchReport", "ModuleEntry"]
 
@@ -63,7 +64,8 @@ def patch(model: nn.Module, *, backend: Optional[str] = None, strict: bool = Fal
 
     Recognized: timm SwinTransformer / SwinTransformerV2 blocks, torchvision
     ShiftedWindowAttention(V2), Hugging Face SwinLayer / Swinv2Layer and the layers
-    copied from them (Donut, MaskFormer, CLAP audio, Swin2SR). Parameters,
+    copied from them (Donut, MaskFormer, CLAP audio, Swin2SR), MONAI SwinUNETR's 2D
+    blocks. Parameters,
     buffers and state_dict keys are untouched; outputs and gradients match the
     library's own forward (up to floating-point rounding). Idempotent: patching
     again only updates the backend.
