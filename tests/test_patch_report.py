@@ -1,6 +1,9 @@
 """The patch report tells, per module, what will run it on its parameters' device and
 dtype (by the op's own checks), and patch(strict=True) refuses, changing nothing, when
-a Swin module would not run the fused kernels."""
+a Swin module would not run the fused kernels; a run-time fallback the report did not
+predict logs one warning per module."""
+import logging
+
 import pytest
 import torch
 
@@ -57,3 +60,21 @@ def test_video_swin_is_reported_as_not_patched():
     assert not patched(model)
     with pytest.raises(fastswin.BackendError, match="3D"):
         fastswin.patch(model, strict=True)
+
+
+def test_an_unpredicted_fallback_is_logged_once_per_module(caplog):
+    """A module reported on the fused kernels that then gets a map they do not run (here
+    one smaller than the window, whose shift timm keeps and the fused op would drop) logs
+    one warning naming it; the calls the report predicted log nothing."""
+    model = tiny_timm(32).to(KERNEL_DEVICE).eval()
+    fastswin.patch(model, backend="triton", strict=True)
+    block = model.layers[0].blocks[1]  # window 4, shift 2
+    with caplog.at_level(logging.WARNING, logger="fastswin"), torch.no_grad():
+        model(torch.randn(1, 3, 64, 64, device=KERNEL_DEVICE))
+        assert not caplog.records
+        small = torch.randn(1, 3, 3, 32, device=KERNEL_DEVICE)
+        block._attn(small)
+        block._attn(small)
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert "layers.0.blocks.1 was reported on the fused kernels but runs fastswin's unfused composition" in message

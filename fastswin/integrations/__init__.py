@@ -101,7 +101,7 @@ def patch(model: nn.Module, *, backend: Optional[str] = None, strict: bool = Fal
         raise BackendError("fastswin.patch(strict=True): these Swin modules would not run the fused kernels, "
                            "so nothing was patched:\n" + "\n".join(unfused))
     for entry, module, target in planned:
-        if not install(module, target, backend):
+        if not install(module, target, backend, entry):
             entry.note = "already patched; backend updated"
         report.replaced.append(entry)
     report.fallbacks = dedupe(fallbacks + [CPU_FALLBACK] * bool(report.replaced))

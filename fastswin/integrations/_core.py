@@ -14,12 +14,15 @@ import torch
 import torch.nn as nn
 
 from fastswin import ops
-from fastswin.backends import BackendError, requested_backend
+from fastswin.backends import BackendError, logger, requested_backend
+from fastswin.nn.functional import shift_is_dropped
 
 # Instance attributes a patch adds all start with PREFIX (none is a parameter, buffer or submodule).
 PREFIX = "_fastswin_"
 STATE_ATTR = PREFIX + "patch"      # the PatchState of a patched module
 BACKEND_ATTR = PREFIX + "backend"  # the backend= given to patch(), read by the fused method
+REPORTED_ATTR = PREFIX + "reported"  # (name, fused) as the patch report gave them
+WARNED_ATTR = PREFIX + "warned"  # the module's unpredicted fallback was logged
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,28 @@ def runs_on(module: nn.Module, target: Target, backend: Optional[str]) -> Tuple[
     return f"the {chosen} backend, not fused: {reason}", False
 
 
+def warn_if_unpredicted(module: nn.Module, qkv: torch.Tensor, num_heads: int, window, shift=None) -> None:
+    """Log one warning per module when the report said it runs the fused kernels but this
+    call will not (a device, dtype or window size the report did not see). shift: the
+    shift the library keeps (nn.functional.window_attention_map's callers), None where
+    the library drops it as the op does."""
+    name, fused = module.__dict__.get(REPORTED_ATTR, ("", False))
+    if not fused or WARNED_ATTR in module.__dict__ or torch.compiler.is_compiling():
+        return
+    head_dim = qkv.shape[-1] // (3 * num_heads)
+    try:
+        chosen, reason = ops.shifted_window_attention_backend(num_heads, head_dim, window, qkv.dtype, qkv.device,
+                                                              module.__dict__.get(BACKEND_ATTR))
+    except BackendError as error:  # the op raises it in a moment
+        chosen, reason = "nothing", str(error)
+    if shift is not None and shift_is_dropped(qkv.shape[1], qkv.shape[2], tuple(window), tuple(shift)):
+        chosen, reason = "fastswin's unfused composition", "the library shifts a map the fused op would not"
+    if chosen != "triton":
+        module.__dict__[WARNED_ATTR] = True
+        logger.warning("fastswin: %s was reported on the fused kernels but runs %s: %s (%s, %s, window %s)",
+                       name or "<model>", chosen, reason, qkv.device, qkv.dtype, tuple(window))
+
+
 def instance_override_problem(module: nn.Module, attr: str) -> Optional[str]:
     """Why `attr` cannot be replaced: something other than fastswin already overrides it on the instance."""
     if attr in module.__dict__ and not hasattr(module, STATE_ATTR):
@@ -136,10 +161,13 @@ def class_override_problem(module: nn.Module, attr: str, library_cls: type) -> O
     return None
 
 
-def install(module: nn.Module, target: Target, backend: Optional[str]) -> bool:
-    """Patch one module; returns False when it was patched already (its backend is updated)."""
+def install(module: nn.Module, target: Target, backend: Optional[str], entry: ModuleEntry) -> bool:
+    """Patch one module; returns False when it was patched already (its backend and
+    reported path are updated)."""
     already = hasattr(module, STATE_ATTR)
     module.__dict__[BACKEND_ATTR] = backend
+    module.__dict__[REPORTED_ATTR] = (entry.name, entry.fused)
+    module.__dict__.pop(WARNED_ATTR, None)
     if not already:
         if target.prepare is not None:
             target.prepare(module)

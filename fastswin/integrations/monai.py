@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastswin.integrations._core import BACKEND_ATTR, Target, class_override_problem, library_is_faster, original
+from fastswin.integrations._core import (BACKEND_ATTR, Target, class_override_problem, library_is_faster, original,
+                                         warn_if_unpredicted)
 from fastswin.nn.functional import window_attention_map
 
 FALLBACKS = ["monai: training with attn_drop_rate > 0 (attention dropout)"]
@@ -41,6 +42,7 @@ def _fused_part1(block: nn.Module, x: torch.Tensor, mask_matrix: Optional[torch.
     x = block.norm1(x)
     window, shift = sys.modules[MODULE].get_window_size(tuple(x.shape[1:3]), block.window_size, block.shift_size)
     qkv = F.linear(x, attn.qkv.weight, attn.qkv.bias)
+    warn_if_unpredicted(block, qkv, attn.num_heads, window, shift)
     out = window_attention_map(qkv, attn.num_heads, window, shift, bias=_sliced_bias(attn, window[0] * window[1]),
                                qkv_bias=attn.qkv.bias, order="torchvision", backend=getattr(block, BACKEND_ATTR))
     return attn.proj_drop(attn.proj(out))

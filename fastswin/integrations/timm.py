@@ -14,7 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastswin.integrations._core import BACKEND_ATTR, Target, class_override_problem, library_is_faster, original
+from fastswin.integrations._core import (BACKEND_ATTR, Target, class_override_problem, library_is_faster, original,
+                                         warn_if_unpredicted)
 from fastswin.nn.functional import continuous_position_bias, table_position_bias, v2_qkv_bias, window_attention_map
 
 FALLBACKS = ["timm: training with attn_drop > 0 (attention dropout)"]
@@ -37,6 +38,7 @@ def _fused_attn(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     v2 = hasattr(attn, "cpb_mlp")
     qkv_bias = v2_qkv_bias(attn.q_bias, attn.k_bias, attn.v_bias) if v2 else attn.qkv.bias
     qkv = F.linear(x, attn.qkv.weight, qkv_bias)
+    warn_if_unpredicted(block, qkv, attn.num_heads, block.window_size, block.shift_size)
     out = window_attention_map(qkv, attn.num_heads, tuple(block.window_size), tuple(block.shift_size),
                                bias=_v2_bias(attn) if v2 else _v1_bias(attn),
                                logit_scale=attn.logit_scale if v2 else None, qkv_bias=qkv_bias, order="timm",

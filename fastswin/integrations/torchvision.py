@@ -17,7 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from fastswin import ops
-from fastswin.integrations._core import BACKEND_ATTR, Target, class_override_problem, library_is_faster, original
+from fastswin.integrations._core import (BACKEND_ATTR, Target, class_override_problem, library_is_faster, original,
+                                         warn_if_unpredicted)
 
 FALLBACKS = ["torchvision: training with attention_dropout > 0"]
 
@@ -37,6 +38,7 @@ def _fused_forward(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     v2 = hasattr(attn, "logit_scale")
     qkv_bias = _qkv_bias(attn, v2)
     qkv = F.linear(x, attn.qkv.weight, qkv_bias)
+    warn_if_unpredicted(attn, qkv, attn.num_heads, attn.window_size)
     out = ops.shifted_window_attention(qkv, attn.num_heads, tuple(attn.window_size), tuple(attn.shift_size),
                                        attn.get_relative_position_bias()[0],
                                        logit_scale=attn.logit_scale if v2 else None, qkv_bias=qkv_bias,

@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 
 from fastswin.integrations._core import (BACKEND_ATTR, PREFIX, Target, class_override_problem, library_is_faster,
-                                         original)
+                                         original, warn_if_unpredicted)
 from fastswin.nn.functional import continuous_position_bias, table_position_bias, window_attention_map
 
 FALLBACKS = ["transformers: output_attentions (argument or config), head_mask, or training with "
@@ -154,6 +154,7 @@ def _attention(layer: nn.Module, layout: _Layout, x: torch.Tensor) -> torch.Tens
     weight, qkv_bias = _qkv_projection(layout.qkv(layer))
     qkv = torch.nn.functional.linear(x, weight, qkv_bias)
     window, shift = int(layer.window_size), int(layer.shift_size)
+    warn_if_unpredicted(layer, qkv, layout.num_heads(layer), (window, window), (shift, shift))
     out = window_attention_map(qkv, layout.num_heads(layer), (window, window), (shift, shift),
                                bias=layout.bias(layer), logit_scale=layout.logit_scale(layer), qkv_bias=qkv_bias,
                                order="torchvision", backend=getattr(layer, BACKEND_ATTR))
