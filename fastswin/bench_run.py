@@ -26,16 +26,12 @@ class Case:
     run: Callable[[], list]          # returns benchmark.Row's
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
 def plan_cases(plan: BenchPlan, device: torch.device, bandwidth: float, sections=SECTIONS) -> List[Case]:
     """The plan as cases, the unit of progress: one stage of one op in one dtype, or one
     model in one mode."""
     cases = []
     for dtype in plan.dtypes:
-        name = _dtype_name(dtype)
+        name = benchmark.dtype_name(dtype)
         for stage in plan.process_stages:
             cases.append(Case("process", f"partition/reverse {stage[0]}.s{stage[1] + 1} {name}",
                               lambda d=dtype, s=stage: benchmark.window_process_rows(

@@ -104,7 +104,7 @@ def copy_bandwidth(device: torch.device, megabytes: int = 256) -> float:
     return 2 * src.nbytes / timing.median_ms / 1e6
 
 
-def _dtype_name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).replace("torch.", "")
 
 
@@ -122,7 +122,7 @@ def _compare(op, case, mode, dtype, fastswin_fn, baselines: Dict[str, Callable],
     for name, fn in baselines.items():
         base = measure(fn, device, repeats).median_ms
         gbps = nbytes / fast / 1e6 if nbytes else None
-        rows.append(Row(op, case, mode, _dtype_name(dtype), name, base, fast, base / fast, gbps,
+        rows.append(Row(op, case, mode, dtype_name(dtype), name, base, fast, base / fast, gbps,
                         gbps / bandwidth if gbps and bandwidth else None, flops / fast / 1e9 if flops else None))
     return rows
 

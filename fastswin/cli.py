@@ -30,7 +30,7 @@ def dtype_list(text: str):
 
 
 def _dtype_names(dtypes) -> str:
-    return ", ".join(str(dtype).replace("torch.", "") for dtype in dtypes)
+    return ", ".join(benchmark.dtype_name(dtype) for dtype in dtypes)
 
 
 def cmd_info(args) -> int:

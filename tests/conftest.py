@@ -23,6 +23,15 @@ def device(request):
 
 
 @pytest.fixture
+def fastswin_path_on_cpu(monkeypatch):
+    """Auto mode keeps a patched model's library forward on CPU inputs (faster there): the
+    patch tests force fastswin's CPU path so that they compare it with the library's."""
+    from fastswin._extension import HAS_C
+
+    monkeypatch.setenv("FASTSWIN_BACKEND", "cpu" if HAS_C else "reference")
+
+
+@pytest.fixture
 def poisoned_outputs():
     """Fill every tensor torch allocates uninitialized (torch.empty, at::empty in the
     kernels) with NaN, so an output element a kernel forgets to write shows up."""

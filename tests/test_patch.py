@@ -10,12 +10,12 @@ import torch.nn as nn
 
 from helpers import random_tensor
 import fastswin
-from fastswin._extension import HAS_C
 from fastswin.integrations._core import CPU_FALLBACK, PREFIX
 
 timm = pytest.importorskip("timm")
 tv = pytest.importorskip("torchvision.models.swin_transformer")
 hf = pytest.importorskip("transformers")
+pytestmark = pytest.mark.usefixtures("fastswin_path_on_cpu")  # conftest.py
 
 IMG = 60  # 15x15 then 8x8 token maps with window 4: padded windows in stage 1
 MODELS = [(library, version) for library in ("timm", "torchvision", "transformers") for version in ("v1", "v2")]
@@ -51,13 +51,6 @@ def build(library: str, version: str, attn_drop: float = 0.0, hf_attention: str 
         for p in model.parameters():
             p.add_(torch.randn_like(p) * 0.05)
     return model
-
-
-@pytest.fixture(autouse=True)
-def fastswin_path_on_cpu(monkeypatch):
-    """Auto mode keeps the library's forward on CPU inputs (faster there): these tests
-    force fastswin's CPU path so that they compare it with the library's."""
-    monkeypatch.setenv("FASTSWIN_BACKEND", "cpu" if HAS_C else "reference")
 
 
 def logits(model: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:

@@ -8,10 +8,11 @@ import torch
 import torch.nn as nn
 
 from helpers import random_tensor
-from test_patch import build, fastswin_path_on_cpu  # noqa: F401  (the fixture forces fastswin's CPU path)
+from test_patch import build
 import fastswin
 
 fsdp = pytest.importorskip("torch.distributed.fsdp")
+pytestmark = pytest.mark.usefixtures("fastswin_path_on_cpu")  # conftest.py
 
 
 def _worker(rank, world, init_file, x, y, out_dir):

@@ -8,17 +8,11 @@ import torch
 
 from helpers import random_tensor
 import fastswin
-from fastswin._extension import HAS_C
 
 nets = pytest.importorskip("monai.networks.nets", reason="MONAI is not installed")
+pytestmark = pytest.mark.usefixtures("fastswin_path_on_cpu")  # conftest.py
 
 DEPTHS = (2, 2, 2, 2)
-
-
-@pytest.fixture(autouse=True)
-def fastswin_path_on_cpu(monkeypatch):
-    """Auto mode keeps the library's forward on CPU: force fastswin's path to compare it."""
-    monkeypatch.setenv("FASTSWIN_BACKEND", "cpu" if HAS_C else "reference")
 
 
 def unetr(**kwargs):

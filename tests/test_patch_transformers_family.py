@@ -8,9 +8,9 @@ import torch
 
 from helpers import random_tensor
 import fastswin
-from fastswin._extension import HAS_C
 
 hf = pytest.importorskip("transformers")
+pytestmark = pytest.mark.usefixtures("fastswin_path_on_cpu")  # conftest.py
 
 NO_DROPOUT = dict(drop_path_rate=0.0, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
 SMALL = dict(embed_dim=16, depths=[2, 2], window_size=4, **NO_DROPOUT)
@@ -51,12 +51,6 @@ def swin2sr():
 MODELS = {"donut": (donut, "DonutSwinLayer"), "maskformer": (maskformer, "MaskFormerSwinLayer"),
           "maskformer-small-map": (maskformer_small_map, "MaskFormerSwinLayer"), "clap": (clap, "ClapAudioLayer"),
           "swin2sr": (swin2sr, "Swin2SRLayer")}
-
-
-@pytest.fixture(autouse=True)
-def fastswin_path_on_cpu(monkeypatch):
-    """Auto mode keeps the library's forward on CPU: force fastswin's path to compare it."""
-    monkeypatch.setenv("FASTSWIN_BACKEND", "cpu" if HAS_C else "reference")
 
 
 def build(name):

@@ -23,6 +23,7 @@ STATE_ATTR = PREFIX + "patch"      # the PatchState of a patched module
 BACKEND_ATTR = PREFIX + "backend"  # the backend= given to patch(), read by the fused method
 REPORTED_ATTR = PREFIX + "reported"  # (name, fused) as the patch report gave them
 WARNED_ATTR = PREFIX + "warned"  # the module's unpredicted fallback was logged
+CHECKED_ATTR = PREFIX + "checked"  # the (device, dtype, sizes) last found to run as reported
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,11 @@ def warn_if_unpredicted(module: nn.Module, qkv: torch.Tensor, num_heads: int, wi
     name, fused = module.__dict__.get(REPORTED_ATTR, ("", False))
     if not fused or WARNED_ATTR in module.__dict__ or torch.compiler.is_compiling():
         return
+    # Checked once per device, dtype and map size, not on every forward.
+    key = (qkv.device, qkv.dtype, tuple(qkv.shape[1:]), tuple(window), None if shift is None else tuple(shift))
+    if module.__dict__.get(CHECKED_ATTR) == key:
+        return
+    module.__dict__[CHECKED_ATTR] = key
     head_dim = qkv.shape[-1] // (3 * num_heads)
     try:
         chosen, reason = ops.shifted_window_attention_backend(num_heads, head_dim, window, qkv.dtype, qkv.device,
@@ -168,6 +174,7 @@ def install(module: nn.Module, target: Target, backend: Optional[str], entry: Mo
     module.__dict__[BACKEND_ATTR] = backend
     module.__dict__[REPORTED_ATTR] = (entry.name, entry.fused)
     module.__dict__.pop(WARNED_ATTR, None)
+    module.__dict__.pop(CHECKED_ATTR, None)
     if not already:
         if target.prepare is not None:
             target.prepare(module)
