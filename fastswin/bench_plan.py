@@ -5,7 +5,8 @@ device found and the size asked for.
   default  the main job, sized to finish in about 3 minutes on a 2-core CPU and 2 on a GPU:
            the first stage of every model family's attention (the largest maps, where the
            time goes), every partition / reverse stage of Swin-T, Swin-T as a model, and on
-           a GPU bf16 and torch.compile / FlexAttention at Swin-T stage 1;
+           a GPU every attention stage, SwinV2-B-384's 24 x 24 windows, bf16 and
+           torch.compile / FlexAttention at Swin-T stage 1;
   full     every stage, model and dtype, the compiled baselines everywhere (tens of minutes).
 Command-line options (--batch, --dtype, --stages, --model, --mode) override the choice.
 """
@@ -58,18 +59,22 @@ def _cpu_plan(size: str) -> BenchPlan:
                      benchmark.IMAGE_STAGES, [benchmark.TINY_MODEL], 2, 10)
 
 
+# A GPU's stages: every Swin stage and the large windows (benchmark.LARGE_WINDOW_STAGES).
+GPU_ATTENTION_STAGES = benchmark.ATTENTION_STAGES + benchmark.LARGE_WINDOW_STAGES
+GPU_IMAGE_STAGES = benchmark.IMAGE_STAGES + benchmark.LARGE_IMAGE_STAGES
+
+
 def _cuda_plan(size: str) -> BenchPlan:
-    everything = benchmark.ATTENTION_STAGES + benchmark.IMAGE_STAGES
+    everything = GPU_ATTENTION_STAGES + GPU_IMAGE_STAGES
     if size == "quick":
         return BenchPlan([torch.float16, torch.bfloat16], 128, 5, benchmark.SWIN_STAGES[:1],
                          benchmark.ATTENTION_STAGES[:1], benchmark.IMAGE_STAGES[:1],
                          [(benchmark.MODELS_GPU[0], {})], 128, 3)
     if size == "default":
-        return BenchPlan([torch.bfloat16], 128, 20, benchmark.SWIN_STAGES, benchmark.ATTENTION_STAGES,
-                         benchmark.IMAGE_STAGES, [(name, {}) for name in benchmark.MODELS_GPU[::3]], 128, 10,
-                         compile_stages={"swin_t.s1"})
-    return BenchPlan([torch.float16, torch.bfloat16], 128, 20, benchmark.SWIN_STAGES, benchmark.ATTENTION_STAGES,
-                     benchmark.IMAGE_STAGES, [(name, {}) for name in benchmark.MODELS_GPU], 128, 10,
+        return BenchPlan([torch.bfloat16], 128, 20, benchmark.SWIN_STAGES, GPU_ATTENTION_STAGES, GPU_IMAGE_STAGES,
+                         [(name, {}) for name in benchmark.MODELS_GPU[::3]], 128, 10, compile_stages={"swin_t.s1"})
+    return BenchPlan([torch.float16, torch.bfloat16], 128, 20, benchmark.SWIN_STAGES, GPU_ATTENTION_STAGES,
+                     GPU_IMAGE_STAGES, [(name, {}) for name in benchmark.MODELS_GPU], 128, 10,
                      compile_stages={stage_name(stage) for stage in everything})
 
 
@@ -87,8 +92,8 @@ def make_plan(device: torch.device, size: str = "default", *, dtypes=None, batch
         plan.batch = plan.model_batch = batch
     if stages:
         wanted = set(stages)
-        plan.attention_stages = _named(benchmark.ATTENTION_STAGES, wanted)
-        plan.image_stages = _named(benchmark.IMAGE_STAGES, wanted)
+        plan.attention_stages = _named(GPU_ATTENTION_STAGES, wanted)
+        plan.image_stages = _named(GPU_IMAGE_STAGES, wanted)
     if models:
         plan.models = [(name, {}) for name in models]
     if mode:

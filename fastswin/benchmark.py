@@ -5,6 +5,7 @@ Every figure is a median over repeats, measured against baselines in the same
 run; on CUDA, timing uses events after a warm-up, so it synchronizes.
 """
 import contextlib
+import functools
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -35,6 +36,10 @@ ATTENTION_STAGES = [
                                                ("swinv2_t", 64, 3, 8, 4), ("swinv2_t_w16", 64, 3, 16, 3))
     for stage in range(stages)
 ]
+# SwinV2-B at 384 px, stage 1: 24 x 24 windows (N = 576) on a 96 x 96 map. GPU plans only
+# (on a CPU its eager baseline takes seconds a call); the op benchmarks time the kernels
+# there with gradients too, which auto mode leaves to eager until this measures them.
+LARGE_WINDOW_STAGES = [("swinv2_b_384", 1, 96, 4, 24)]
 MODELS_GPU = ("swin_tiny_patch4_window7_224", "swin_small_patch4_window7_224", "swin_base_patch4_window7_224",
               "swinv2_tiny_window8_256")
 # A Swin-T shaped toy that runs in a blink on a CPU.
@@ -204,7 +209,8 @@ def window_attention_rows(device: torch.device, dtype: torch.dtype, batch: int, 
         qkv, q, k, v, bias, mask = attention_inputs(size, heads, window, batch, device, dtype)
         case = f"{model}.s{stage} {q.shape[0]}x{heads}x{window * window}x{HEAD_DIM}"
         args = (q, k, v, bias, mask)
-        rows += _compare("window_attention", case, "fwd", dtype, lambda: ops.window_attention(*args),
+        fast = functools.partial(ops.window_attention, backend=kernel_backend(device))
+        rows += _compare("window_attention", case, "fwd", dtype, lambda: fast(*args),
                          {name: (lambda f=fn: f(*args)) for name, fn in baselines.items()}, device, repeats,
                          attention_bytes(q, "fwd"), attention_flops(q, "fwd"), bandwidth)
         leaves = [qkv.detach().clone().requires_grad_(), bias.detach().clone().requires_grad_()]
@@ -214,7 +220,7 @@ def window_attention_rows(device: torch.device, dtype: torch.dtype, batch: int, 
             return lambda packed, b: fn(*packed.permute(2, 0, 3, 1, 4), b, mask)
 
         rows += _compare("window_attention", case, "fwd+bwd", dtype,
-                         _fwd_bwd(through(ops.window_attention), leaves, grad),
+                         _fwd_bwd(through(fast), leaves, grad),
                          {name: _fwd_bwd(through(fn), leaves, grad) for name, fn in baselines.items()},
                          device, repeats, attention_bytes(q, "fwd+bwd"), attention_flops(q, "fwd+bwd"), bandwidth)
     return rows
@@ -231,6 +237,14 @@ IMAGE_STAGES = [
         ("swinv2_t_w16", 64, 96, 3, 16, True, 3))
     for stage in range(stages)
 ]
+LARGE_IMAGE_STAGES = [("swinv2_b_384", 1, 96, 128, 4, 24, True)]  # as LARGE_WINDOW_STAGES
+
+
+def kernel_backend(device: torch.device) -> Optional[str]:
+    """The backend the op benchmarks time as fastswin: on CUDA the Triton kernels, forced,
+    so that they are measured wherever they run (auto trains eagerly past
+    AUTO_TRAINING_MAX_TOKENS); elsewhere auto."""
+    return "triton" if device.type == "cuda" else None
 
 
 def image_attention_inputs(size: int, channels: int, heads: int, window: int, v2: bool, batch: int, device, dtype):
@@ -253,8 +267,8 @@ def image_attention_bytes(qkv: torch.Tensor, mode: str) -> int:
 def shifted_window_attention_rows(device: torch.device, dtype: torch.dtype, batch: int,
                                   bandwidth: Optional[float], stages=IMAGE_STAGES, repeats: int = 20,
                                   with_compile: bool = False) -> List[Row]:
-    """The attention of a Swin block between its qkv and proj linears: fastswin's default
-    path (on CUDA the fused image-layout kernels) vs eager PyTorch (pad, roll, partition,
+    """The attention of a Swin block between its qkv and proj linears: fastswin
+    (kernel_backend: on CUDA the fused image-layout kernels) vs eager PyTorch (pad, roll, partition,
     attention, reverse, roll back, crop: the timm / torchvision path), fastswin's own
     composition (partition kernel + fused window attention + reverse), the eager path with
     FlexAttention (where it runs) and torch.compile of the eager path."""
@@ -268,7 +282,7 @@ def shifted_window_attention_rows(device: torch.device, dtype: torch.dtype, batc
 
         def fast(x, b):
             return ops.shifted_window_attention(x, heads, window, shift, b, logit_scale=logit_scale,
-                                                qkv_bias=qkv_bias)
+                                                qkv_bias=qkv_bias, backend=kernel_backend(device))
 
         rows += _compare("shifted_window_attention", case, "fwd", dtype, lambda: fast(qkv, bias),
                          {name: (lambda f=fn: f(qkv, bias)) for name, fn in impls.items()}, device, repeats,

@@ -66,8 +66,8 @@ def cmd_compile_report(args) -> int:
     from fastswin import compile_report
 
     archs = compile_report.parse_archs(args.arch)
-    shapes = compile_report.SWIN_ATTENTION_SHAPES[:1] if args.quick else compile_report.SWIN_ATTENTION_SHAPES
-    rows = compile_report.extension_rows(archs) + compile_report.triton_rows(archs, shapes)
+    rows = compile_report.extension_rows(archs) + compile_report.triton_rows(archs,
+                                                                             compile_report.report_cases(args.quick))
     print(compile_report.format_rows(rows))
     spilled = [r for r in rows if r.new_spill]
     known = [r for r in rows if r.spills and not r.new_spill]

@@ -6,6 +6,7 @@ built fastswin._C with cuobjdump: registers, shared memory, local memory and
 stack (spills), and whether tensor-core instructions are present.
 """
 import itertools
+import math
 import re
 import shutil
 import subprocess
@@ -14,8 +15,12 @@ from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
-# (N, head_dim): Swin's 7x7 and SwinV2's 8x8, 12x12 and 16x16 windows, head_dim 32.
+# (N, head_dim): Swin's 7x7 and SwinV2's 8x8, 12x12 and 16x16 windows, head_dim 32 ...
 SWIN_ATTENTION_SHAPES = ((49, 32), (64, 32), (144, 32), (256, 32))
+# ... and the other windows and head sizes Swin models run, in bf16 only (fp16 compiles
+# alike): SwinV2-384's 24x24 windows and 32x32, video Swin's 8x7x7 and SwinUNETR's 7x7x7
+# (head_dim 8) as windows, Swin2SR's head_dim 30 and heads of 64 channels.
+WIDER_ATTENTION_SHAPES = ((576, 32), (1024, 32), (392, 32), (343, 8), (64, 30), (49, 64))
 TRITON_DTYPES = (torch.float16, torch.bfloat16)
 
 
@@ -60,16 +65,25 @@ LAYOUTS = {"window": dict(image=False), "image": dict(image=True), "padded": dic
 KNOWN_SPILLS = {}
 
 
-def triton_rows(archs: Iterable[int], shapes: Sequence[Tuple[int, int]] = SWIN_ATTENTION_SHAPES,
-                dtypes: Sequence[torch.dtype] = TRITON_DTYPES) -> List[ResourceRow]:
-    """The attention kernels, v1 and v2 (cosine), in each of LAYOUTS, as launched at each
-    shape and dtype."""
+def report_cases(quick: bool = False) -> List[Tuple[Tuple[int, int], torch.dtype]]:
+    """((N, head_dim), dtype) pairs the report compiles: SWIN_ATTENTION_SHAPES in
+    TRITON_DTYPES, WIDER_ATTENTION_SHAPES in bf16; quick: Swin's 7x7 windows only."""
+    if quick:
+        return [(SWIN_ATTENTION_SHAPES[0], dtype) for dtype in TRITON_DTYPES]
+    return ([(shape, dtype) for shape in SWIN_ATTENTION_SHAPES for dtype in TRITON_DTYPES]
+            + [(shape, torch.bfloat16) for shape in WIDER_ATTENTION_SHAPES])
+
+
+def triton_rows(archs: Iterable[int], cases: Sequence[Tuple[Tuple[int, int], torch.dtype]]) -> List[ResourceRow]:
+    """The attention kernels, v1 and v2 (cosine), in each of LAYOUTS, as launched for each
+    ((N, head_dim), dtype) of cases (report_cases)."""
     from fastswin.aot import compile_kernel
     from fastswin.ops.attention.aot_specs import kernel_specs
 
     rows = []
-    for arch, (n, head_dim), dtype, cosine, layout in itertools.product(archs, shapes, dtypes, (False, True),
-                                                                          LAYOUTS):
+    for arch, ((n, head_dim), dtype), cosine, layout in itertools.product(archs, cases, (False, True), LAYOUTS):
+        if LAYOUTS[layout]["image"] and math.isqrt(n) ** 2 != n:
+            continue  # the image layouts of the report are square 2D windows
         for spec in kernel_specs(n, head_dim, dtype, cosine=cosine, arch=arch, **LAYOUTS[layout]):
             r = compile_kernel(spec.fn, spec.signature, spec.constexprs, arch=arch, aligned=spec.aligned,
                                **spec.launch)

@@ -24,6 +24,9 @@ CASES = [
     (2, 2, 49, 32, True, 2),
     (2, 2, 64, 16, False, 1),
     (2, 2, 144, 16, True, None),
+    # 24x24 windows (N = 576) at Swin2SR's head_dim 30, SwinUNETR's 7x7x7 (343) at its 8.
+    (1, 1, 576, 30, True, 1),
+    (1, 1, 343, 8, True, None),
 ]
 # Per-head logit scales, exact in fp16 (so PyTorch's fp16 run sees the same values):
 # the second is above the clamp (log 100 = 4.605), its gradient must be exactly 0.
@@ -241,8 +244,8 @@ def test_auto_backend_on_cpu_falls_back_to_reference():
 
 
 def test_forced_triton_says_why_it_cannot_run():
-    q = torch.randn(2, 1, 300, 16, device=KERNEL_DEVICE)
-    with pytest.raises(BackendError, match="N = 300"):
+    q = torch.randn(2, 1, 1089, 16, device=KERNEL_DEVICE)
+    with pytest.raises(BackendError, match="N = 1089"):
         cosine_window_attention(q, q, q, logit_scale_of(1), backend="triton")
     assert cosine_window_attention(q, q, q, logit_scale_of(1)).shape == q.shape
 

@@ -42,13 +42,13 @@ def test_fused_kernels_reported_where_they_run():
 
 
 def test_a_size_the_kernels_cannot_run_is_reported_and_strict_refuses():
-    model = tiny_timm(16).to(KERNEL_DEVICE)  # head_dim 8: below the kernels' range
+    model = tiny_timm(4).to(KERNEL_DEVICE)  # head_dim 2: below the kernels' range
     with pytest.raises(fastswin.BackendError, match="would not run the fused kernels") as refused:
         fastswin.patch(model, backend="triton", strict=True)
-    assert str(refused.value).count("head_dim 8") == 4
+    assert str(refused.value).count("head_dim 2") == 4
     assert not patched(model)  # strict changed nothing
     report = fastswin.patch(model, backend="triton")
-    assert len(report.replaced) == 4 and all(not e.fused and "head_dim 8" in e.runs for e in report.replaced)
+    assert len(report.replaced) == 4 and all(not e.fused and "head_dim 2" in e.runs for e in report.replaced)
 
 
 def test_video_swin_is_reported_as_not_patched():

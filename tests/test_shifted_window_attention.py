@@ -129,7 +129,7 @@ from test_window_attention import assert_close_to_reference  # noqa: E402
 
 from fastswin import BackendError  # noqa: E402
 
-# (B, H, W, C, heads, window, shift); head_dim 16 (C = 32, 2 heads) or 32.
+# (B, H, W, C, heads, window, shift); head_dim 8 to 32.
 IMAGE_CASES = [
     (2, 14, 14, 32, 2, (7, 7), (3, 3)),    # divisible
     (1, 13, 17, 32, 2, (7, 7), (3, 3)),    # padded both ways
@@ -139,6 +139,7 @@ IMAGE_CASES = [
     (1, 6, 7, 32, 1, (7, 7), (3, 3)),      # one window covers the map: shift off
     (1, 13, 24, 32, 1, (12, 12), (6, 6)),  # N = 144: the multi-tile kernels
     (1, 20, 23, 32, 2, (7, 7), (3, 3)),    # padded, 3 x 4 windows: padding in the last two of each
+    (1, 10, 9, 24, 3, (10, 10), (5, 5)),  # Donut's 10x10, head_dim 8, padded
 ]
 ORDERS = [("torchvision", True), ("timm", True), ("timm", False)]  # (order, with qkv_bias)
 
@@ -185,12 +186,25 @@ def test_triton_image_layout_low_precision(case, v2, dtype, poisoned_outputs):
     check_image_layout(case, "torchvision", True, v2, dtype)
 
 
+# SwinV2-384's 24x24 windows (N = 576: the query pass takes its keys in blocks), one padded
+# window with its four shift regions, head_dim 24 (interpreted: about 30 s a run).
+LARGE_WINDOW_CASE = (1, 22, 21, 24, 1, (24, 24), (12, 12))
+
+
+@pytest.mark.parametrize("order, v2, dtype", [("torchvision", False, torch.float32), ("timm", True, torch.float32),
+                                              ("torchvision", True, torch.float16)], ids=str)
+def test_triton_image_layout_large_window(order, v2, dtype, poisoned_outputs):
+    check_image_layout(LARGE_WINDOW_CASE, order, True, v2, dtype)
+
+
 # GPU-sized maps: Swin-T's first stage at batch 32, a padded detection-sized map, SwinV2's
-# 16x16 windows (N = 256), head_dim 64; both orders, qkv_bias, v1 and v2.
+# 16x16 windows (N = 256), SwinV2-B-384's first stage (24x24 windows, N = 576), head_dim 64;
+# both orders, qkv_bias, v1 and v2.
 GPU_IMAGE_CASES = [
     (32, 56, 56, 96, 3, (7, 7), (3, 3)),
     (2, 200, 334, 96, 3, (7, 7), (3, 3)),
     (8, 64, 64, 96, 3, (16, 16), (8, 8)),
+    (4, 96, 96, 128, 4, (24, 24), (12, 12)),
     (8, 28, 28, 256, 4, (7, 7), (3, 3)),
 ]
 
@@ -327,8 +341,8 @@ def test_triton_image_layout_opcheck():
 
 def test_triton_image_layout_says_why_it_cannot_run():
     qkv = torch.randn(1, 7, 7, 3 * 16, device=KERNEL_DEVICE)
-    with pytest.raises(BackendError, match="head_dim 8"):
-        ops.shifted_window_attention(qkv, 2, 7, 3, backend="triton")
+    with pytest.raises(BackendError, match="head_dim 2"):
+        ops.shifted_window_attention(qkv, 8, 7, 3, backend="triton")
     if INTERPRETED:
         with pytest.raises(BackendError, match="bf16"):
             ops.shifted_window_attention(qkv.bfloat16(), 1, 7, 3, backend="triton")

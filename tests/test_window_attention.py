@@ -19,7 +19,7 @@ from helpers import (KERNEL_DEVICE, KERNEL_DTYPE_IDS, KERNEL_DTYPES, compiled_on
 from fastswin import BackendError, reference
 from fastswin.ops import cosine_window_attention, window_attention
 from fastswin.ops.attention.launch import window_attention_backward, window_attention_forward
-from fastswin.ops.attention.policy import windows_per_program
+from fastswin.ops.attention.policy import tile_config, windows_per_program
 
 # (B_, heads, N, head_dim, bias, nW or None for no mask): Swin's 7x7, 8x8 and 12x12
 # windows and a 7x9 one; N = 144 runs the multi-tile kernels (tiles of 64).
@@ -32,9 +32,21 @@ CASES = [
     (2, 1, 144, 16, True, 2),
     (2, 2, 144, 32, True, None),
     (2, 2, 49, 24, True, 2),  # head_dim padded to a 32-wide tile
+    # Large windows and any head size: 24x24 (N = 576) at head_dim 8, video Swin's 8x7x7
+    # (392) at Swin2SR's 30, Donut's 10x10 at CLAP's 24, SwinIR-light's 10, 256 channels;
+    # N = 576 and 392 take the query pass's keys in several blocks.
+    (1, 1, 576, 8, True, 1),
+    (1, 1, 392, 30, True, None),
+    (2, 1, 100, 24, True, 2),
+    (2, 2, 64, 10, True, 1),
+    (2, 1, 49, 256, True, 2),
 ]
 SCALE = 0.37  # not head_dim ** -0.5, so a kernel that ignores it fails
-FLOOR = {torch.float32: 1e-6, torch.float16: 1e-3, torch.bfloat16: 8e-3}
+# fp32's floor is the saved-lse design's: the backward recomputes P = exp(S - lse) from the
+# fp32 lse, whose rounding, eps * |lse|, reaches 1e-5 where logits reach 100 (Swin-V2's
+# cosine logits, heads of 256 channels at SCALE), on every P of the row at once (measured:
+# 2-14e-6 of the largest gradient in the 3.8 interpreter, 2-6x PyTorch's own error).
+FLOOR = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3}
 
 
 def make_inputs(B_, heads, n, d, with_bias, nW, dtype, seed=0, device=KERNEL_DEVICE):
@@ -78,13 +90,19 @@ def test_forward_and_gradients_match_reference(case, dtype, poisoned_outputs):
 
 
 # GPU-sized: enough windows that each backward program sums dbias over eight or more
-# (windows_per_program), Swin's and SwinV2's windows (N = 49, 64, 144, 256), head_dim 64.
+# (windows_per_program), Swin's and SwinV2's windows (N = 49, 64, 144, 256), head_dim 64;
+# SwinV2-384's 24x24 windows (N = 576), SwinUNETR's 7x7x7 at head_dim 8, Swin2SR's
+# head_dim 30 and heads of 256 channels.
 GPU_CASES = [
     (1024, 8, 49, 32, True, 64),
     (1024, 8, 64, 32, True, 16),
     (512, 16, 144, 32, True, 4),
     (256, 32, 256, 32, True, None),
     (1024, 8, 49, 64, True, 64),
+    (256, 4, 576, 32, True, 16),
+    (128, 3, 343, 8, True, 8),
+    (256, 6, 64, 30, True, 16),
+    (128, 2, 49, 256, True, 64),
 ]
 
 
@@ -138,23 +156,25 @@ def test_default_scale_is_head_dim_rsqrt():
 
 
 @interpreter_only
-@pytest.mark.parametrize("n", [20, 72], ids=["one-tile", "multi-tile"])
-def test_gradcheck_through_triton(n):
+@pytest.mark.parametrize("n, d", [(20, 16), (72, 16), (72, 64)], ids=["one-tile", "multi-tile", "key-blocks"])
+def test_gradcheck_through_triton(n, d):
     """float64 runs in the interpreter (accumulating in fp64), so gradcheck's default
-    tolerances apply; fast mode (random projections) keeps it to seconds."""
-    q, k, v, bias, mask = make_inputs(2, 1, n, 16, True, 2, torch.float64)
+    tolerances apply; fast mode (random projections) keeps it to seconds. At head_dim
+    64 the query pass takes the 72 keys in three blocks."""
+    assert (tile_config(n, d, torch.float64).key_blocks > 1) == (d == 64)
+    q, k, v, bias, mask = make_inputs(2, 1, n, d, True, 2, torch.float64)
     leaves = [t.detach().clone().requires_grad_() for t in (q, k, v, bias)]
     # The kernel takes scale as fp32: 0.5 is exact there, so the fp64 check stays tight.
     fn = lambda q, k, v, bias: window_attention(q, k, v, bias, mask, 0.5, backend="triton")  # noqa: E731
     assert torch.autograd.gradcheck(fn, leaves, fast_mode=True)
 
 
-@pytest.mark.parametrize("n", [49, 72], ids=["registers", "in-place-slots"])
-def test_deterministic_dbias_equals_atomic(n):
+@pytest.mark.parametrize("n, d", [(49, 16), (72, 16), (72, 64)], ids=["registers", "in-place-slots", "key-blocks"])
+def test_deterministic_dbias_equals_atomic(n, d):
     """Five windows in groups of two: the last group is short. Atomic and deterministic
     dbias differ only in summation order (a few fp32 ulps); deterministic runs are
     bitwise reproducible."""
-    q, k, v, bias, mask = make_inputs(5, 2, n, 16, True, 5, torch.float32)
+    q, k, v, bias, mask = make_inputs(5, 2, n, d, True, 5, torch.float32)
     out, lse = window_attention_forward(q, k, v, bias, mask, SCALE)
     grad_out = random_tensor(out.shape, torch.float32, KERNEL_DEVICE, 3)
     run = lambda deterministic: window_attention_backward(  # noqa: E731
@@ -215,9 +235,9 @@ def test_auto_backend_on_cpu_falls_back_to_reference():
 
 
 @pytest.mark.parametrize("n, d, dtype, needle", [
-    (300, 16, torch.float32, "N = 300"),
-    (49, 8, torch.float32, "head_dim 8"),
-    (49, 160, torch.float32, "head_dim 160"),
+    (1089, 16, torch.float32, "N = 1089"),
+    (49, 2, torch.float32, "head_dim 2"),
+    (49, 264, torch.float32, "head_dim 264"),
 ])
 def test_forced_triton_rejects_what_it_cannot_run(n, d, dtype, needle):
     q = torch.randn(2, 1, n, d, dtype=dtype, device=KERNEL_DEVICE)

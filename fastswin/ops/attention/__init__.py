@@ -33,14 +33,19 @@ Backward, given dO (P recomputed from the saved lse, never stored):
     dQ = scale * dS K                   dK = scale * dS^T Q
     dbias[h] = sum over windows b of dS
 
-A window never leaves the chip: N (a compile-time constant, <= 256) is cut
-into tiles of BLOCK queries by BLOCK keys (policy.tile_config). A window of one
-tile (Swin's 7x7 and 8x8 at head_dim 32) gets every gradient in one pass;
-otherwise the forward loops over (query, key) tile pairs with an online
-softmax, and the backward runs two kernels as FlashAttention-2 does: a key
-pass (dK, dV) and a query pass (dQ) whose programs hold a strip of queries
-against every key, so that dbias, summed over windows, stays on chip and
-D = rowsum(P * dP) comes from whole rows. Softmax statistics and every
+A window never leaves the chip: N (a compile-time constant, <= 1024) is cut
+into tiles of BLOCK queries by BLOCK keys (policy.tile_config); d (4 to 256, any
+size) is padded to a power of two by masked loads. A window of one tile (Swin's
+7x7 and 8x8 at head_dim 32) gets every gradient in one pass; otherwise the
+forward loops over (query, key) tile pairs with an online softmax, and the
+backward runs two kernels as FlashAttention-2 does: a key pass (dK, dV) and a
+query pass (dQ) whose programs hold a strip of queries against a block of keys
+(every key up to 256 keys of 32 channels, policy.MAX_QUERY_KEYS), so that dbias,
+summed over windows, stays on chip. Against every key, D = rowsum(P * dP) comes
+from whole rows; against a block of keys (windows past 16x16), a first sweep
+renormalizes lse over this pass's own logits, so that the rows of P it
+recomputes sum to 1 as the rows of the forward's P do, and dQ is summed over
+the key blocks in an fp32 scratch buffer. Softmax statistics and every
 accumulation are fp32 (fp64 for fp64 inputs, which only the interpreter runs,
 for gradcheck).
 

@@ -26,7 +26,7 @@ class KernelSpec(NamedTuple):
 _TRITON_TYPES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 # Pointers of the accumulator type whatever the inputs' (fp32 at these dtypes), and the
 # parameters a model keeps in fp32 under autocast (the bias and the qkv bias).
-_FP32_POINTERS = ("LSE", "DBIAS", "LOGIT_SCALE", "DLOGIT_SCALE", "BIAS", "FILL")
+_FP32_POINTERS = ("LSE", "DQ_ACC", "ROW_LSE", "DBIAS", "LOGIT_SCALE", "DLOGIT_SCALE", "BIAS", "FILL")
 
 
 def kernel_specs(n: int, head_dim: int, dtype: torch.dtype, bias: bool = True, mask: bool = True,

@@ -3,7 +3,7 @@ for windows of one tile also dQ and the sums over windows of dbias and dlogit_sc
 (query_grad_kernel computes those for larger windows)."""
 from fastswin.ops._triton import tl, triton
 from fastswin.ops.attention.cosine import head_scale, through_normalize
-from fastswin.ops.attention.scores import additive_terms, score_grads, store_query_grads
+from fastswin.ops.attention.scores import additive_terms, query_grads, score_grads, store_query_grads
 from fastswin.ops.attention.sums import put_bias_grads, put_scale_grad
 from fastswin.ops.attention.tiles import load_pairs, store_key_rows
 from fastswin.ops.attention.tokens import key_block, query_block
@@ -109,8 +109,9 @@ def window_attention_bwd_kernel(
                 dv += tl.dot(tl.trans(p).to(do.dtype), do, input_precision=PRECISION, out_dtype=ACC)
                 dk += tl.dot(tl.trans(ds).to(q.dtype), q, input_precision=PRECISION, out_dtype=ACC)
                 if SINGLE_TILE:
-                    dscale += store_query_grads(dq_ptr, stride_dqn, q_index, q_real, channels, ds, k, q, q_norm,
-                                                scale, HEAD_DIM, COSINE, SCALE_GRAD, PRECISION, ACC)
+                    dscale += store_query_grads(dq_ptr, stride_dqn, q_index, q_real, channels,
+                                                query_grads(ds, k, scale, PRECISION, ACC), q, q_norm, HEAD_DIM,
+                                                COSINE, SCALE_GRAD, ACC)
                     if BIAS_GRAD:
                         dbias += ds
             dk = through_normalize(dk * scale, k, k_norm, COSINE, ACC)

@@ -8,20 +8,31 @@ import torch
 from fastswin.backends import requested_backend, triton_reason
 from fastswin.ops.arguments import check_window
 
-MAX_TOKENS = 256
-HEAD_DIM_RANGE = (16, 128)
+MAX_TOKENS = 1024  # 32 x 32 windows
+HEAD_DIM_RANGE = (4, 256)
 GPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# Auto mode trains through the kernels up to this many tokens a window. Past it the
+# backward is bound by re-reads and per-score work, predicted at 0.8-1.6x eager's time on
+# an H200 (benchmarks/PREDICTIONS-large-windows.md), not yet measured: until a GPU run
+# shows it faster, auto keeps the library's eager path for training there (the forward,
+# predicted 4-8x faster than eager, runs fused whenever no gradient is needed).
+AUTO_TRAINING_MAX_TOKENS = 256
 
 
 def triton_kernels_reason(n: int, head_dim: int, dtype: torch.dtype, device: torch.device,
-                          forced: bool) -> Optional[str]:
+                          forced: bool, training: bool = False) -> Optional[str]:
     """Why the attention kernels cannot run windows of n tokens of head_dim channels of
-    dtype on device (shared by every op built on them), or None."""
+    dtype on device (shared by every op built on them), or None. training: gradients
+    will flow back through the call."""
     reason = triton_reason(device, forced, dtype)
     if reason is not None:
         return reason
     if n > MAX_TOKENS:
-        return f"windows of N = {n} tokens; the kernels hold a window on chip, N <= {MAX_TOKENS}"
+        return f"windows of N = {n} tokens; the kernels take N <= {MAX_TOKENS}"
+    if training and not forced and n > AUTO_TRAINING_MAX_TOKENS:
+        return (f"windows of N = {n} tokens with gradients; auto mode trains through the kernels up to "
+                f"N = {AUTO_TRAINING_MAX_TOKENS} until a GPU run measures the backward faster than eager there "
+                f"(backend='triton' runs it)")
     if not HEAD_DIM_RANGE[0] <= head_dim <= HEAD_DIM_RANGE[1]:
         return f"head_dim {head_dim}; the kernels take {HEAD_DIM_RANGE[0]} to {HEAD_DIM_RANGE[1]}"
     # fp64 only in the interpreter: it is how gradcheck runs through the kernels.
@@ -77,10 +88,15 @@ def check_logit_scale(logit_scale, q: torch.Tensor) -> None:
                          f"q on {q.device}, logit_scale on {logit_scale.device}")
 
 
-def windows_triton_reason(q: torch.Tensor, backend: Optional[str]) -> Optional[str]:
+def needs_grad(*tensors: Optional[torch.Tensor]) -> bool:
+    """Whether autograd will differentiate a call on these tensors."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+def windows_triton_reason(q: torch.Tensor, backend: Optional[str], training: bool = False) -> Optional[str]:
     """Why the Triton kernels cannot run these (valid) window-layout inputs, or None."""
     forced = requested_backend(backend) == "triton"
-    return triton_kernels_reason(q.shape[-2], q.shape[-1], q.dtype, q.device, forced)
+    return triton_kernels_reason(q.shape[-2], q.shape[-1], q.dtype, q.device, forced, training)
 
 
 # ----------------------------------------------------------------------------- image layout
@@ -116,7 +132,7 @@ def check_map(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bi
 
 
 def map_triton_reason(num_heads: int, head_dim: int, window_size, dtype: torch.dtype, device: torch.device,
-                      backend: Optional[str]) -> Optional[str]:
+                      backend: Optional[str], training: bool = False) -> Optional[str]:
     """Why the image-layout kernels cannot run maps of these (valid) sizes, or None."""
     forced = requested_backend(backend) == "triton"
-    return triton_kernels_reason(window_size[0] * window_size[1], head_dim, dtype, device, forced)
+    return triton_kernels_reason(window_size[0] * window_size[1], head_dim, dtype, device, forced, training)

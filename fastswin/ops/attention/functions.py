@@ -17,7 +17,7 @@ from fastswin._extension import compiled_backend_reason
 from fastswin.backends import select_backend
 from fastswin.ops.arguments import IntPair, as_pair
 from fastswin.ops.attention.checks import (check_logit_scale, check_map, check_windows, map_triton_reason,
-                                           windows_triton_reason)
+                                           needs_grad, windows_triton_reason)
 from fastswin.ops.attention.custom_ops import image_attention_op, window_attention_op
 from fastswin.ops.window_process import window_partition, window_reverse
 
@@ -37,8 +37,10 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Op
             None; window b uses mask[b % nW], so B_ must be a multiple of nW.
         scale: multiplier of q k^T; default d ** -0.5.
         backend: "auto" (default: $FASTSWIN_BACKEND or auto), "triton" or "reference".
-            The Triton kernels take N <= 256, 16 <= d <= 128, fp16 / bf16 / fp32 CUDA
-            tensors (CPU tensors in the Triton interpreter when forced, fp64 too).
+            The Triton kernels take N <= 1024, 4 <= d <= 256, fp16 / bf16 / fp32 CUDA
+            tensors (CPU tensors in the Triton interpreter when forced, fp64 too);
+            auto trains through them up to N = 256 (checks.AUTO_TRAINING_MAX_TOKENS)
+            and runs them without gradients at any N.
 
     Returns:
         (B_, heads, N, d) in q's dtype; from the Triton backend a view of a
@@ -53,7 +55,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Op
     check_windows(q, k, v, bias, mask)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     name = select_backend("window_attention", backend, [
-        ("triton", lambda: windows_triton_reason(q, backend)),
+        ("triton", lambda: windows_triton_reason(q, backend, needs_grad(q, k, v, bias))),
         ("reference", lambda: None),
     ])
     if name == "reference":
@@ -94,7 +96,7 @@ def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, l
     check_windows(q, k, v, bias, mask, "cosine_window_attention")
     check_logit_scale(logit_scale, q)
     name = select_backend("cosine_window_attention", backend, [
-        ("triton", lambda: windows_triton_reason(q, backend)),
+        ("triton", lambda: windows_triton_reason(q, backend, needs_grad(q, k, v, logit_scale, bias))),
         ("reference", lambda: None),
     ])
     if name == "reference":
@@ -107,10 +109,10 @@ def _as_dtype(x: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.T
     return None if x is None else x.to(dtype)
 
 
-def _map_backends(num_heads, head_dim, window_size, dtype, device, backend):
+def _map_backends(num_heads, head_dim, window_size, dtype, device, backend, training):
     """shifted_window_attention's backends in order of preference, each with its can-run check."""
     return [
-        ("triton", lambda: map_triton_reason(num_heads, head_dim, window_size, dtype, device, backend)),
+        ("triton", lambda: map_triton_reason(num_heads, head_dim, window_size, dtype, device, backend, training)),
         ("cuda", lambda: compiled_backend_reason("cuda", device)),
         ("cpu", lambda: compiled_backend_reason("cpu", device)),
         ("reference", lambda: None),
@@ -118,16 +120,19 @@ def _map_backends(num_heads, head_dim, window_size, dtype, device, backend):
 
 
 def shifted_window_attention_backend(num_heads: int, head_dim: int, window_size: IntPair, dtype: torch.dtype,
-                                     device: torch.device, backend: Optional[str] = None
+                                     device: torch.device, backend: Optional[str] = None, training: bool = False
                                      ) -> Tuple[str, Optional[str]]:
     """Which backend shifted_window_attention runs maps of these sizes on, by the op's own
-    checks, and why the fused Triton kernels do not (None where they do).
+    checks, and why the fused Triton kernels do not (None where they do); training:
+    with gradients.
 
     Raises BackendError where a forced backend cannot run them."""
     window_size = as_pair(window_size, "window_size")
     chosen = select_backend("shifted_window_attention", backend,
-                            _map_backends(num_heads, head_dim, window_size, dtype, device, backend))
+                            _map_backends(num_heads, head_dim, window_size, dtype, device, backend, training))
     fused_reason = map_triton_reason(num_heads, head_dim, window_size, dtype, device, "triton")
+    if fused_reason is None and chosen != "triton":  # auto's own limit (or another backend forced)
+        fused_reason = map_triton_reason(num_heads, head_dim, window_size, dtype, device, backend, training)
     return chosen, fused_reason
 
 
@@ -180,7 +185,7 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
                                                   qkv_bias, order)
     chosen = select_backend("shifted_window_attention", backend,
                             _map_backends(num_heads, qkv.shape[3] // (3 * num_heads), window_size, qkv.dtype,
-                                          qkv.device, backend))
+                                          qkv.device, backend, needs_grad(qkv, bias, logit_scale, qkv_bias)))
     if chosen == "triton":
         shift = reference.effective_shift(qkv.shape[1], qkv.shape[2], window_size, shift_size)
         # bias and qkv_bias are read in their own dtype (fp32 parameters under autocast keep

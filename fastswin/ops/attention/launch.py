@@ -225,7 +225,9 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
     _launch(window_attention_bwd_kernel, (key_groups, heads), args, cfg.backward_launch, q.device)
     if query_constexprs is not None:
         _launch(window_attention_bwd_query_kernel, (sum_groups * strips, heads),
-                {**operands, **query_constexprs, "windows_per_program": sum_group}, cfg.query_launch, q.device)
+                {**operands, **query_constexprs, "windows_per_program": sum_group,
+                 **_key_block_scratch(q, lse, cfg.key_blocks > 1, stand_in=dbias.buffer)},
+                cfg.query_launch, q.device)
     result = (dq, dk, dv, dbias.buffer.sum(0).to(bias.dtype) if bias_grad else None)
     if logit_scale is not None:
         result += (dscale.buffer.sum(0).reshape(logit_scale.shape).to(logit_scale.dtype) if scale_grad else None,)
@@ -254,6 +256,17 @@ def _slots(q: torch.Tensor, programs: int, shape: Tuple[int, ...], atomic: bool)
     overwritten."""
     allocate = torch.zeros if atomic else torch.empty
     return _Slots(allocate(1 if atomic else programs, *shape, device=q.device, dtype=accumulator(q.dtype)), atomic)
+
+
+def _key_block_scratch(q: torch.Tensor, lse: torch.Tensor, split: bool, stand_in: torch.Tensor) -> dict:
+    """Where the query pass keeps what spans its key blocks (split: there are several):
+    dQ summed over them (windows, heads, N, d) and the renormalized lse (lse's shape),
+    both of the accumulator type; else stand-ins, never touched."""
+    if not split:
+        return dict(DQ_ACC=stand_in, ROW_LSE=stand_in)
+    windows, heads, n = lse.shape
+    return dict(DQ_ACC=torch.empty(windows, heads, n, q.shape[3], device=q.device, dtype=lse.dtype),
+                ROW_LSE=torch.empty_like(lse))
 
 
 def _padding_grads(dk: torch.Tensor, dv: torch.Tensor, image: ImageLayout) -> torch.Tensor:

@@ -21,26 +21,47 @@ MAX_WINDOWS_PER_PROGRAM = 64
 # key (16: the smallest tl.dot). Both need under 200 registers at the Swin shapes.
 KEY_BLOCK = 16
 QUERY_ROWS = 16
+# The query pass holds a block of keys and values in registers: at most this many bytes
+# of each (256 keys of 32 fp16 / bf16 channels, Swin's 16 x 16 windows), so wider heads
+# and larger windows take several key blocks (key_blocks).
+QUERY_KEY_BYTES = 16 * 1024
+# ... and at most this many keys: its (16, keys) tiles of logits and dS stay in registers.
+# Half as many where the (N, N) bias rows are not 16-byte aligned (N not a multiple of
+# 4: scalar loads, an address each; sm_80 spilled 8-32 bytes at N = 343), and on padded
+# maps past 256 tokens (their padding tests: 248-255 registers at N = 1024, sm_80, 3.6).
+MAX_QUERY_KEYS = 256
+# ... and channels in blocks of at least 32: with 16 (head_dim <= 16), ptxas spills
+# 1-4 KB there at 255 registers, with 32 it needs about 210 (N = 343-576).
+MIN_QUERY_BLOCK_D = 32
 # ptxas's own register budget trades spills for occupancy (seen: 96 registers and 8 bytes
-# of stack where 124 suffice); the backward kernels ask for what they need instead.
-BACKWARD_MAX_REGISTERS = 255
+# of stack where 124 suffice); the backward kernels, and the forward of heads of 64
+# channels and more, ask for what they need instead.
+MAX_REGISTERS = 255
 
 
 class TileConfig(NamedTuple):
     """Compile-time tiling of the kernels for windows of n tokens: the forward's (query,
     key) tiles of block x block; the backward fused in one pass over one block x block
     tile (fused_backward), or split into a key pass over key_block x key_block tiles and
-    a query pass over strips of query_rows queries by block_keys (every key)."""
+    a query pass over strips of query_rows queries by blocks of block_keys keys (every key
+    when key_blocks is 1)."""
     n: int
     block: int
     block_d: int
     fused_backward: bool
     block_keys: int
+    query_block_d: int
     forward_launch: dict
     backward_launch: dict
     query_launch: dict
     key_block: int = KEY_BLOCK
     query_rows: int = QUERY_ROWS
+
+    @property
+    def key_blocks(self) -> int:
+        """Key blocks of the query pass: with more than one, it carries each strip's dQ
+        across them in an fp32 scratch buffer (launch.window_attention_backward)."""
+        return -(-self.n // self.block_keys)
 
 
 def tile_config(n: int, head_dim: int, dtype: torch.dtype, arch: int = 90, image: bool = False,
@@ -57,21 +78,45 @@ def tile_config(n: int, head_dim: int, dtype: torch.dtype, arch: int = 90, image
     one pass, dbias summed in registers: the fewest bytes), except on the image layout's
     cosine or padded maps at 64 x 64, which need more than 255 registers there (Triton
     3.6 spills 16-88 bytes); those and every larger window run the split backward,
-    whose passes need under 200 registers. AOT figures: `fastswin compile-report`,
-    benchmarks/PREDICTIONS-backward.md.
+    whose passes need under 220 registers (the query pass takes keys in blocks of at
+    most MAX_QUERY_KEYS and QUERY_KEY_BYTES of k, channels in blocks of at least
+    MIN_QUERY_BLOCK_D). Heads wider than 128 channels run the split backward at any N.
+    AOT figures: `fastswin compile-report`, benchmarks/PREDICTIONS-backward.md and
+    PREDICTIONS-large-windows.md.
     """
     block_n = max(16, triton.next_power_of_2(n))
     block_d = max(16, triton.next_power_of_2(head_dim))
     narrow_rows = block_d * dtype.itemsize <= 64
     block = block_n if block_n <= 32 or (block_n == 64 and narrow_rows and arch >= 90) else 32
-    fused = n <= block and (block <= 32 or not (image and (cosine or padded)))
-    backward = dict(num_stages=1, maxnreg=BACKWARD_MAX_REGISTERS)
-    # sm_80's ptxas spilled the two-stage forward (12 bytes at N = 64, bf16): one stage there.
-    return TileConfig(n, block=block, block_d=block_d, fused_backward=fused, block_keys=block_n,
-                      forward_launch=dict(num_warps=4, num_stages=2 if arch >= 90 else 1),
+    fused = n <= block and block_d <= 128 and (block <= 32 or not (image and (cosine or padded)))
+    query_block_d = max(MIN_QUERY_BLOCK_D, block_d)
+    halve = n % 4 != 0 or (padded and n > MAX_QUERY_KEYS)
+    max_keys = MAX_QUERY_KEYS // 2 if halve else MAX_QUERY_KEYS
+    # fp64 runs only in the interpreter (gradcheck): tiled as fp32 is.
+    element = min(dtype.itemsize, 4)
+    block_keys = _query_key_block(n, min(block_n, max_keys, max(16, QUERY_KEY_BYTES // (query_block_d * element))))
+    backward = dict(num_stages=1, maxnreg=MAX_REGISTERS)
+    return TileConfig(n, block=block, block_d=block_d, fused_backward=fused, block_keys=block_keys,
+                      query_block_d=query_block_d,
+                      forward_launch=_forward_launch(block_d, arch),
                       # The fused image-layout backward also holds its tokens' addressing: 8 warps.
                       backward_launch=dict(backward, num_warps=8 if fused and (block == 64 or image) else 4),
                       query_launch=dict(backward, num_warps=8))
+
+
+def _query_key_block(n: int, cap: int) -> int:
+    """The query pass's key block: cap, or half of it where that pads n to fewer keys
+    (N = 576: 5 blocks of 128, 640 keys, not 3 of 256, 768)."""
+    return min((cap, cap // 2) if cap >= 32 else (cap,), key=lambda block: -(-n // block) * block)
+
+
+def _forward_launch(block_d: int, arch: int) -> dict:
+    """Warps and stages of the forward. sm_80's ptxas spilled the two-stage forward (12
+    bytes at N = 64, bf16): one stage there. Heads of 256 channels: 8 warps, one stage
+    (4 warps spill 8-330 bytes on sm_90); from 64 channels, the registers asked for."""
+    wide = block_d >= 256
+    launch = dict(num_warps=8 if wide else 4, num_stages=2 if arch >= 90 and not wide else 1)
+    return dict(launch, maxnreg=MAX_REGISTERS) if block_d >= 64 else launch
 
 
 def device_arch(device: torch.device) -> int:
@@ -117,7 +162,7 @@ def backward_constexprs(cfg: TileConfig, sums: dict) -> Tuple[dict, Optional[dic
     if cfg.fused_backward:
         return dict(sums, BLOCK=cfg.block), None
     return (dict(sums, BIAS_GRAD=False, SCALE_GRAD=False, BLOCK=cfg.key_block),
-            dict(sums, BLOCK=cfg.query_rows, BLOCK_KEYS=cfg.block_keys))
+            dict(sums, BLOCK=cfg.query_rows, BLOCK_KEYS=cfg.block_keys, BLOCK_D=cfg.query_block_d))
 
 
 def layout_constexprs(window: Tuple[int, int] = (1, 1), image: bool = False, timm_order: bool = False,

@@ -68,13 +68,17 @@ def row_score_grads(q, k, v, do, lse, keys, scale, additive, row_region, key_reg
 
 
 @triton.jit
-def store_query_grads(dq_ptr, stride_dqn, q_index, q_real, channels, ds, k, q, q_norm, scale,
-                      HEAD_DIM: tl.constexpr, COSINE: tl.constexpr, SCALE_GRAD: tl.constexpr,
-                      PRECISION: tl.constexpr, ACC: tl.constexpr):
-    """Store dQ = scale * dS K of a block of queries whose dS spans every key (through
-    the normalization under COSINE); return its rows' share of dlogit_scale (zeros
-    without SCALE_GRAD)."""
-    dq = tl.dot(ds.to(k.dtype), k, input_precision=PRECISION, out_dtype=ACC) * scale
+def query_grads(ds, k, scale, PRECISION: tl.constexpr, ACC: tl.constexpr):
+    """dQ (of q^ under COSINE) = scale * dS K from one (query, key) tile: the whole dQ where
+    dS spans every key, else that key block's share."""
+    return tl.dot(ds.to(k.dtype), k, input_precision=PRECISION, out_dtype=ACC) * scale
+
+
+@triton.jit
+def store_query_grads(dq_ptr, stride_dqn, q_index, q_real, channels, dq, q, q_norm, HEAD_DIM: tl.constexpr,
+                      COSINE: tl.constexpr, SCALE_GRAD: tl.constexpr, ACC: tl.constexpr):
+    """Store the complete dQ of a block of queries (through the normalization under
+    COSINE); return its rows' share of dlogit_scale (zeros without SCALE_GRAD)."""
     dscale = tl.zeros((q.shape[0],), ACC)
     if SCALE_GRAD:
         dscale = scale_grad_rows(dq, q, ACC)

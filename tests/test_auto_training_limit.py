@@ -1,0 +1,48 @@
+"""Auto mode trains through the attention kernels up to AUTO_TRAINING_MAX_TOKENS a window
+(their backward is not yet measured faster than eager past it); without gradients, or
+with the Triton backend forced, they run at any N they take. Here the kernels' device
+check is stubbed to pass, as on a GPU, so that auto's own limit is what decides."""
+import pytest
+import torch
+
+from fastswin import ops, reference
+from fastswin.ops.attention import checks
+from fastswin.ops.attention.checks import AUTO_TRAINING_MAX_TOKENS
+
+
+@pytest.fixture
+def kernels_can_run(monkeypatch):
+    monkeypatch.setattr(checks, "triton_reason", lambda device, forced, dtype=None: None)
+
+
+@pytest.mark.parametrize("n", [AUTO_TRAINING_MAX_TOKENS + 1, 576])
+def test_auto_keeps_the_eager_backward_past_the_limit(kernels_can_run, n):
+    reason = checks.triton_kernels_reason(n, 32, torch.bfloat16, torch.device("cuda"), forced=False, training=True)
+    assert f"N = {n} tokens with gradients" in reason and "backend='triton'" in reason
+
+
+@pytest.mark.parametrize("forced, training, n", [(False, False, 576), (True, True, 576),
+                                                 (False, True, AUTO_TRAINING_MAX_TOKENS)])
+def test_kernels_run_without_gradients_forced_or_up_to_the_limit(kernels_can_run, forced, training, n):
+    assert checks.triton_kernels_reason(n, 32, torch.bfloat16, torch.device("cuda"), forced, training) is None
+
+
+def test_window_attention_with_gradients_runs_the_reference(kernels_can_run, monkeypatch):
+    calls = []
+    eager = reference.window_attention
+    monkeypatch.setattr(reference, "window_attention", lambda *args: calls.append(1) or eager(*args))
+    q, k, v = torch.randn(3, 1, 1, 576, 8).unbind(0)
+    out = ops.window_attention(q.requires_grad_(), k, v, backend="auto")
+    out.sum().backward()
+    assert calls == [1] and q.grad is not None
+
+
+@pytest.mark.parametrize("training, runs", [(False, "triton"), (True, "cpu")])
+def test_map_backend_and_reason_follow_training(kernels_can_run, training, runs):
+    """What the patch report and the run-time check see for SwinV2-384's 24 x 24 windows."""
+    chosen, reason = ops.shifted_window_attention_backend(4, 32, (24, 24), torch.float32, torch.device("cpu"),
+                                                          training=training)
+    assert chosen == runs
+    assert (reason is None) == (not training)
+    if training:
+        assert "N = 576 tokens with gradients" in reason
