@@ -6,7 +6,11 @@ Window layout (torchvision's order): a (B, H, W, C) map is zero-padded
 bottom/right to (Hp, Wp), multiples of the window (wh, ww), rolled by
 (-sh, -sw), and cut into B * nW windows, nW = (Hp / wh) * (Wp / ww), window-major
 in raster order, tokens in raster order inside each window (N = wh * ww).
+Video maps (B, T, H, W, C) follow the same order in three dims (torchvision's video
+Swin): window_partition, merge_windows, region_mask and effective_shifts take any
+number of spatial dims; the 2D functions are those with two.
 """
+import itertools
 import math
 from typing import Optional, Tuple
 
@@ -14,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 Pair = Tuple[int, int]
+Sizes = Tuple[int, ...]  # one entry per spatial dim: (h, w) or (t, h, w)
 
 # Swin-V2 clamps the learned logit scale at log(1 / 0.01).
 LOGIT_SCALE_MAX = math.log(100.0)
@@ -22,33 +27,50 @@ MASK_VALUE = -100.0
 
 
 def padded_size(height: int, width: int, window_size: Pair) -> Pair:
-    return -(-height // window_size[0]) * window_size[0], -(-width // window_size[1]) * window_size[1]
+    return padded_sizes((height, width), window_size)
 
 
-def window_partition(x: torch.Tensor, window_size: Pair, shift_size: Pair = (0, 0)) -> torch.Tensor:
-    """(B, H, W, C) -> (B * nW, wh, ww, C): pad, roll by -shift, cut windows."""
-    B, H, W, C = x.shape
-    wh, ww = window_size
-    Hp, Wp = padded_size(H, W, window_size)
-    x = F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
-    if shift_size[0] or shift_size[1]:
-        x = torch.roll(x, shifts=(-shift_size[0], -shift_size[1]), dims=(1, 2))
-    x = x.reshape(B, Hp // wh, wh, Wp // ww, ww, C).permute(0, 1, 3, 2, 4, 5)
-    return x.reshape(B * (Hp // wh) * (Wp // ww), wh, ww, C)  # no -1: C may be 0
+def padded_sizes(sizes: Sizes, window_size: Sizes) -> Sizes:
+    """Each spatial size rounded up to a multiple of the window."""
+    return tuple(-(-size // window) * window for size, window in zip(sizes, window_size))
+
+
+def window_partition(x: torch.Tensor, window_size: Sizes, shift_size: Optional[Sizes] = None) -> torch.Tensor:
+    """(B, *S, C) -> (B * nW, *window_size, C), S = (H, W) or (T, H, W): pad, roll by
+    -shift, cut windows (window-major in raster order, tokens in raster order)."""
+    B, *sizes, C = x.shape
+    dims = range(len(sizes))
+    padded = padded_sizes(sizes, window_size)
+    x = F.pad(x, [0, 0] + [p for i in reversed(dims) for p in (0, padded[i] - sizes[i])])
+    if shift_size is not None and any(shift_size):
+        x = torch.roll(x, shifts=tuple(-s for s in shift_size), dims=tuple(i + 1 for i in dims))
+    counts = [p // w for p, w in zip(padded, window_size)]
+    x = x.reshape(B, *[n for i in dims for n in (counts[i], window_size[i])], C)
+    x = x.permute(0, *[1 + 2 * i for i in dims], *[2 + 2 * i for i in dims], 1 + 2 * len(sizes))
+    return x.reshape(B * math.prod(counts), *window_size, C)  # no -1: C may be 0
 
 
 def window_reverse(windows: torch.Tensor, window_size: Pair, height: int, width: int,
                    shift_size: Pair = (0, 0)) -> torch.Tensor:
     """(B * nW, wh, ww, C) -> (B, H, W, C): merge windows, roll by +shift, crop."""
-    wh, ww = window_size
+    return merge_windows(windows, window_size, (height, width), shift_size)
+
+
+def merge_windows(windows: torch.Tensor, window_size: Sizes, sizes: Sizes,
+                  shift_size: Optional[Sizes] = None) -> torch.Tensor:
+    """(B * nW, *window_size, C) -> (B, *sizes, C): the inverse of window_partition (merge
+    windows, roll by +shift, crop)."""
     C = windows.shape[-1]
-    Hp, Wp = padded_size(height, width, window_size)
-    B = windows.shape[0] // ((Hp // wh) * (Wp // ww))  # no -1: C may be 0
-    x = windows.reshape(B, Hp // wh, Wp // ww, wh, ww, C).permute(0, 1, 3, 2, 4, 5)
-    x = x.reshape(B, Hp, Wp, C)
-    if shift_size[0] or shift_size[1]:
-        x = torch.roll(x, shifts=shift_size, dims=(1, 2))
-    return x[:, :height, :width, :].contiguous()
+    dims = range(len(sizes))
+    padded = padded_sizes(sizes, window_size)
+    counts = [p // w for p, w in zip(padded, window_size)]
+    B = windows.shape[0] // math.prod(counts)  # no -1: C may be 0
+    x = windows.reshape(B, *counts, *window_size, C)
+    x = x.permute(0, *[n for i in dims for n in (1 + i, 1 + len(sizes) + i)], 1 + 2 * len(sizes))
+    x = x.reshape(B, *padded, C)
+    if shift_size is not None and any(shift_size):
+        x = torch.roll(x, shifts=tuple(shift_size), dims=tuple(i + 1 for i in dims))
+    return x[(slice(None), *[slice(0, size) for size in sizes])].contiguous()
 
 
 def shift_attention_mask(height: int, width: int, window_size: Pair, shift_size: Pair,
@@ -57,14 +79,18 @@ def shift_attention_mask(height: int, width: int, window_size: Pair, shift_size:
 
     Regions are those of the padded (Hp, Wp) map, as torchvision computes them.
     """
-    Hp, Wp = padded_size(height, width, window_size)
-    region = torch.zeros(Hp, Wp, device=device, dtype=dtype)
-    count = 0
-    for hs in _region_slices(window_size[0], shift_size[0]):
-        for ws in _region_slices(window_size[1], shift_size[1]):
-            region[hs, ws] = count
-            count += 1
-    region = window_partition(region[None, :, :, None], window_size).flatten(1)  # (nW, N)
+    return region_mask((height, width), window_size, shift_size, device, dtype)
+
+
+def region_mask(sizes: Sizes, window_size: Sizes, shift_size: Sizes, device=None,
+                dtype=torch.float32) -> torch.Tensor:
+    """shift_attention_mask for maps of any number of spatial dims (torchvision's video
+    Swin: (T, H, W), up to 27 regions)."""
+    region = torch.zeros(padded_sizes(sizes, window_size), device=device, dtype=dtype)
+    slices = [_region_slices(w, s) for w, s in zip(window_size, shift_size)]
+    for count, where in enumerate(itertools.product(*slices)):
+        region[where] = count
+    region = window_partition(region[None, ..., None], window_size).flatten(1)  # (nW, N)
     diff = region[:, None, :] - region[:, :, None]
     return torch.where(diff != 0, MASK_VALUE, 0.0).to(dtype)
 
@@ -118,10 +144,15 @@ def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
 def effective_shift(height: int, width: int, window_size: Pair, shift_size: Pair) -> Pair:
     """No shift along a dimension that the (padded) map fills with one window, nor on an
     empty map."""
-    Hp, Wp = padded_size(height, width, window_size)
-    if Hp == 0 or Wp == 0:
-        return 0, 0
-    return (0 if window_size[0] >= Hp else shift_size[0], 0 if window_size[1] >= Wp else shift_size[1])
+    return effective_shifts((height, width), window_size, shift_size)
+
+
+def effective_shifts(sizes: Sizes, window_size: Sizes, shift_size: Sizes) -> Sizes:
+    """effective_shift for maps of any number of spatial dims."""
+    padded = padded_sizes(sizes, window_size)
+    if 0 in padded:
+        return (0,) * len(sizes)
+    return tuple(0 if w >= p else s for p, w, s in zip(padded, window_size, shift_size))
 
 
 def pad_map(x: torch.Tensor, window_size: Pair, fill: Optional[torch.Tensor] = None) -> torch.Tensor:
