@@ -9,7 +9,8 @@
 // Layout (torchvision's order): pad the (B, H, W, C) map bottom/right to
 // (Hp, Wp), multiples of the window (wh, ww); roll by (-sh, -sw), i.e.
 // rolled[p] = padded[(p + s) mod P]; cut into windows, window-major in raster
-// order, tokens in raster order inside each window.
+// order, tokens in raster order inside each window. A (B, T, H, W, C) video map
+// likewise in three dims (torchvision's video Swin); a 2D map is one of depth 1.
 #pragma once
 
 #include <cstdint>
@@ -23,16 +24,17 @@
 namespace fastswin {
 
 struct WindowGeometry {
-  int64_t batch, height, width;   // un-padded map
-  int64_t win_h, win_w;           // window size
-  int64_t shift_h, shift_w;       // cyclic shift, applied as a roll by -shift
-  int64_t padded_h, padded_w;     // multiples of the window
-  int64_t windows_h, windows_w;   // windows per column / row of the map
+  int64_t batch, depth, height, width;  // un-padded map; depth 1 for (B, H, W, C) maps
+  int64_t win_d, win_h, win_w;          // window size
+  int64_t shift_d, shift_h, shift_w;    // cyclic shift, applied as a roll by -shift
+  int64_t padded_d, padded_h, padded_w; // multiples of the window
+  int64_t windows_d, windows_h, windows_w;  // windows along each dim of the map
 };
 
-// Strides, in elements, of the three leading dims of the source tensor.
+// Strides, in elements, of the four leading dims of the source tensor viewed as
+// (B or B*nW, T or wd, H or wh, W or ww); a 2D source has no second dim (s1 unused).
 struct RowStrides {
-  int64_t s0, s1, s2;
+  int64_t s0, s1, s2, s3;
 };
 
 FASTSWIN_HD int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -42,43 +44,75 @@ FASTSWIN_HD int64_t positive_mod(int64_t a, int64_t m) {
   return r < 0 ? r + m : r;
 }
 
-inline WindowGeometry make_geometry(int64_t batch, int64_t height, int64_t width,
-                                    int64_t win_h, int64_t win_w,
-                                    int64_t shift_h, int64_t shift_w) {
+// An empty map has nothing to shift.
+inline int64_t wrapped_shift(int64_t shift, int64_t padded) {
+  return padded > 0 ? positive_mod(shift, padded) : 0;
+}
+
+inline WindowGeometry make_geometry(int64_t batch, int64_t depth, int64_t height, int64_t width,
+                                    int64_t win_d, int64_t win_h, int64_t win_w,
+                                    int64_t shift_d, int64_t shift_h, int64_t shift_w) {
   WindowGeometry g;
   g.batch = batch;
+  g.depth = depth;
   g.height = height;
   g.width = width;
+  g.win_d = win_d;
   g.win_h = win_h;
   g.win_w = win_w;
+  g.windows_d = ceil_div(depth, win_d);
   g.windows_h = ceil_div(height, win_h);
   g.windows_w = ceil_div(width, win_w);
+  g.padded_d = g.windows_d * win_d;
   g.padded_h = g.windows_h * win_h;
   g.padded_w = g.windows_w * win_w;
-  // An empty map (H or W zero) has nothing to shift.
-  g.shift_h = g.padded_h > 0 ? positive_mod(shift_h, g.padded_h) : 0;
-  g.shift_w = g.padded_w > 0 ? positive_mod(shift_w, g.padded_w) : 0;
+  g.shift_d = wrapped_shift(shift_d, g.padded_d);
+  g.shift_h = wrapped_shift(shift_h, g.padded_h);
+  g.shift_w = wrapped_shift(shift_w, g.padded_w);
   return g;
 }
 
-// Destination rows per image: partition writes (nW, wh, ww) == Hp * Wp rows,
-// reverse writes (H, W) rows.
+// Whether the map has a time dim to index (a (B, T, H, W, C) map, or windows of one):
+// the kernels are compiled for 2D maps without the third dim's divisions.
+inline bool is_video(const WindowGeometry& g) { return g.depth != 1 || g.win_d != 1; }
+
+// Destination rows per image: partition writes (nW, wd, wh, ww) == Tp * Hp * Wp rows,
+// reverse writes (T, H, W) rows.
 FASTSWIN_HD int64_t partition_rows_per_image(const WindowGeometry& g) {
-  return g.padded_h * g.padded_w;
+  return g.padded_d * g.padded_h * g.padded_w;
 }
 
 FASTSWIN_HD int64_t reverse_rows_per_image(const WindowGeometry& g) {
-  return g.height * g.width;
+  return g.depth * g.height * g.width;
+}
+
+FASTSWIN_HD int64_t windows_per_image(const WindowGeometry& g) {
+  return g.windows_d * g.windows_h * g.windows_w;
 }
 
 // The per-row math is templated on the index type: the CPU runs it in 64-bit,
 // the CUDA kernels in 32-bit where one image's rows fit (fewer, cheaper
-// divisions); the batch offset is always 64-bit and added by the caller.
+// divisions); the batch offset is always 64-bit and added by the caller. kVideo:
+// the map has a time dim (else t and k are 0 and its divisions are not compiled).
 
-// Partition: row r of one image's output -> pixel (h, w) of the input it copies.
-// Returns false where the row is padding (written as zeros).
+// Coordinate p + shift of the rolled map, wrapped into the padded map.
 template <typename index_t>
-FASTSWIN_HD bool partition_source_pixel(const WindowGeometry& g, index_t r,
+FASTSWIN_HD index_t rolled_forward(index_t p, int64_t shift, int64_t padded) {
+  p += static_cast<index_t>(shift);
+  return p >= static_cast<index_t>(padded) ? p - static_cast<index_t>(padded) : p;
+}
+
+// Coordinate p - shift: where pixel p sits in the rolled map.
+template <typename index_t>
+FASTSWIN_HD index_t rolled_back(index_t p, int64_t shift, int64_t padded) {
+  p -= static_cast<index_t>(shift);
+  return p < 0 ? p + static_cast<index_t>(padded) : p;
+}
+
+// Partition: row r of one image's output -> pixel (t, h, w) of the input it copies.
+// Returns false where the row is padding (written as zeros).
+template <bool kVideo, typename index_t>
+FASTSWIN_HD bool partition_source_pixel(const WindowGeometry& g, index_t r, index_t& t,
                                         index_t& h, index_t& w) {
   const index_t win_h = static_cast<index_t>(g.win_h);
   const index_t win_w = static_cast<index_t>(g.win_w);
@@ -87,49 +121,67 @@ FASTSWIN_HD bool partition_source_pixel(const WindowGeometry& g, index_t r,
   r /= win_w;
   const index_t i = r % win_h;
   r /= win_h;
+  index_t k = 0;
+  if constexpr (kVideo) {
+    k = r % static_cast<index_t>(g.win_d);
+    r /= static_cast<index_t>(g.win_d);
+  }
   const index_t wx = r % windows_w;
-  const index_t wy = r / windows_w;
-
-  h = wy * win_h + i + static_cast<index_t>(g.shift_h);
-  w = wx * win_w + j + static_cast<index_t>(g.shift_w);
-  if (h >= static_cast<index_t>(g.padded_h)) h -= static_cast<index_t>(g.padded_h);
-  if (w >= static_cast<index_t>(g.padded_w)) w -= static_cast<index_t>(g.padded_w);
-  return h < static_cast<index_t>(g.height) && w < static_cast<index_t>(g.width);
+  r /= windows_w;
+  index_t wy = r;
+  t = 0;
+  if constexpr (kVideo) {
+    wy = r % static_cast<index_t>(g.windows_h);
+    t = rolled_forward((r / static_cast<index_t>(g.windows_h)) * static_cast<index_t>(g.win_d) + k,
+                       g.shift_d, g.padded_d);
+  }
+  h = rolled_forward(wy * win_h + i, g.shift_h, g.padded_h);
+  w = rolled_forward(wx * win_w + j, g.shift_w, g.padded_w);
+  return t < static_cast<index_t>(g.depth) && h < static_cast<index_t>(g.height) &&
+         w < static_cast<index_t>(g.width);
 }
 
-// Reverse: row r == (h, w) of one image's output -> the window (counted within
-// the image) and the token (i, j) inside it that holds that pixel.
-template <typename index_t>
-FASTSWIN_HD void reverse_source_token(const WindowGeometry& g, index_t r,
-                                      index_t& window, index_t& i, index_t& j) {
+// Reverse: row r == (t, h, w) of one image's output -> the window (counted within
+// the image) and the token (k, i, j) inside it that holds that pixel.
+template <bool kVideo, typename index_t>
+FASTSWIN_HD void reverse_source_token(const WindowGeometry& g, index_t r, index_t& window,
+                                      index_t& k, index_t& i, index_t& j) {
   const index_t win_h = static_cast<index_t>(g.win_h);
   const index_t win_w = static_cast<index_t>(g.win_w);
   const index_t w = r % static_cast<index_t>(g.width);
-  const index_t h = r / static_cast<index_t>(g.width);
-  // Position in the rolled map: p + shift == h (mod Hp).
-  index_t ph = h - static_cast<index_t>(g.shift_h);
-  index_t pw = w - static_cast<index_t>(g.shift_w);
-  if (ph < 0) ph += static_cast<index_t>(g.padded_h);
-  if (pw < 0) pw += static_cast<index_t>(g.padded_w);
-  window = (ph / win_h) * static_cast<index_t>(g.windows_w) + pw / win_w;
+  r /= static_cast<index_t>(g.width);
+  index_t h = r;
+  window = 0;
+  k = 0;
+  if constexpr (kVideo) {
+    h = r % static_cast<index_t>(g.height);
+    const index_t pt = rolled_back(r / static_cast<index_t>(g.height), g.shift_d, g.padded_d);
+    window = pt / static_cast<index_t>(g.win_d) * static_cast<index_t>(g.windows_h);
+    k = pt % static_cast<index_t>(g.win_d);
+  }
+  const index_t ph = rolled_back(h, g.shift_h, g.padded_h);
+  const index_t pw = rolled_back(w, g.shift_w, g.padded_w);
+  window = (window + ph / win_h) * static_cast<index_t>(g.windows_w) + pw / win_w;
   i = ph % win_h;
   j = pw % win_w;
 }
 
 // Element offset of the source row of destination row r of image b, or -1 for
-// a padded row. `src` holds the strides of the source's three leading dims.
-template <bool kPartition, typename index_t>
+// a padded row. `src` holds the strides of the source's leading dims.
+template <bool kPartition, bool kVideo, typename index_t>
 FASTSWIN_HD int64_t source_row_offset(const WindowGeometry& g, const RowStrides& src,
                                       int64_t b, index_t r) {
   if (kPartition) {
-    index_t h, w;
-    if (!partition_source_pixel(g, r, h, w)) return -1;
-    return b * src.s0 + static_cast<int64_t>(h) * src.s1 + static_cast<int64_t>(w) * src.s2;
+    index_t t, h, w;
+    if (!partition_source_pixel<kVideo>(g, r, t, h, w)) return -1;
+    return b * src.s0 + static_cast<int64_t>(t) * src.s1 + static_cast<int64_t>(h) * src.s2 +
+           static_cast<int64_t>(w) * src.s3;
   }
-  index_t window, i, j;
-  reverse_source_token(g, r, window, i, j);
-  const int64_t n = b * g.windows_h * g.windows_w + window;
-  return n * src.s0 + static_cast<int64_t>(i) * src.s1 + static_cast<int64_t>(j) * src.s2;
+  index_t window, k, i, j;
+  reverse_source_token<kVideo>(g, r, window, k, i, j);
+  const int64_t n = b * windows_per_image(g) + window;
+  return n * src.s0 + static_cast<int64_t>(k) * src.s1 + static_cast<int64_t>(i) * src.s2 +
+         static_cast<int64_t>(j) * src.s3;
 }
 
 }  // namespace fastswin

@@ -1,7 +1,9 @@
 // Window partition / reverse: op schemas, argument checks and the CPU kernel.
 #include "window_process.h"
 
+#include <array>
 #include <cstring>
+#include <vector>
 
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
@@ -10,21 +12,38 @@
 namespace fastswin {
 namespace {
 
-void check_pair(at::IntArrayRef v, const char* name, int64_t min_value) {
-  TORCH_CHECK(v.size() == 2, "fastswin: ", name, " must have two entries (h, w), got ", v.size());
-  TORCH_CHECK(v[0] >= min_value && v[1] >= min_value, "fastswin: ", name, " must be >= ",
-              min_value, ", got (", v[0], ", ", v[1], ")");
+// Window and shift sizes: one entry per spatial dim, dims of them (2 or 3).
+void check_sizes(at::IntArrayRef v, size_t dims, const char* name, int64_t min_value) {
+  TORCH_CHECK(v.size() == dims, "fastswin: ", name, " must have ", dims, " entries, got ", v.size());
+  for (const int64_t entry : v) {
+    TORCH_CHECK(entry >= min_value, "fastswin: ", name, " must be >= ", min_value, ", got ", v);
+  }
 }
 
-// The gather that reads `src` (a 4-d tensor, channels last) into a new tensor of `out_sizes`.
+// A 2D map is a video map of depth 1: {t, h, w} from two or three entries.
+std::array<int64_t, 3> as_3d(at::IntArrayRef v, int64_t missing) {
+  return v.size() == 3 ? std::array<int64_t, 3>{v[0], v[1], v[2]}
+                       : std::array<int64_t, 3>{missing, v[0], v[1]};
+}
+
+WindowGeometry geometry(int64_t batch, at::IntArrayRef sizes, at::IntArrayRef window_size,
+                        at::IntArrayRef shift_size) {
+  const auto s = as_3d(sizes, 1), win = as_3d(window_size, 1), shift = as_3d(shift_size, 0);
+  return make_geometry(batch, s[0], s[1], s[2], win[0], win[1], win[2], shift[0], shift[1], shift[2]);
+}
+
+// The gather that reads `src` (channels last, 2 or 3 spatial dims) into a new tensor of
+// `out_sizes`.
 RowGather make_gather(const at::Tensor& src, const WindowGeometry& geom, bool partition,
                       at::IntArrayRef out_sizes) {
+  const bool video = src.dim() == 5;
   RowGather p;
   p.geom = geom;
-  p.src_strides = RowStrides{src.stride(0), src.stride(1), src.stride(2)};
-  p.channel_stride = src.stride(3);
+  p.src_strides = video ? RowStrides{src.stride(0), src.stride(1), src.stride(2), src.stride(3)}
+                        : RowStrides{src.stride(0), 0, src.stride(1), src.stride(2)};
+  p.channel_stride = src.stride(-1);
   p.rows_per_image = partition ? partition_rows_per_image(geom) : reverse_rows_per_image(geom);
-  p.channels = src.size(3);
+  p.channels = src.size(-1);
   p.partition = partition;
   p.src = src;
   p.out = at::empty(out_sizes, src.options());
@@ -35,45 +54,46 @@ RowGather make_gather(const at::Tensor& src, const WindowGeometry& geom, bool pa
 
 RowGather plan_window_partition(const at::Tensor& x, at::IntArrayRef window_size,
                                 at::IntArrayRef shift_size) {
-  TORCH_CHECK(x.dim() == 4, "fastswin.window_partition: x must be (B, H, W, C), got ", x.dim(),
-              " dims");
-  check_pair(window_size, "window_size", 1);
-  check_pair(shift_size, "shift_size", 0);
-  const WindowGeometry geom = make_geometry(x.size(0), x.size(1), x.size(2), window_size[0],
-                                            window_size[1], shift_size[0], shift_size[1]);
-  return make_gather(x, geom, /*partition=*/true,
-                     {geom.batch * geom.windows_h * geom.windows_w, window_size[0], window_size[1],
-                      x.size(3)});
+  const size_t dims = window_size.size();
+  TORCH_CHECK(dims == 2 || dims == 3, "fastswin.window_partition: window_size must have 2 or 3 entries");
+  TORCH_CHECK(x.dim() == static_cast<int64_t>(dims) + 2, "fastswin.window_partition: x must be ",
+              dims == 2 ? "(B, H, W, C)" : "(B, T, H, W, C)", ", got ", x.dim(), " dims");
+  check_sizes(window_size, dims, "window_size", 1);
+  check_sizes(shift_size, dims, "shift_size", 0);
+  const WindowGeometry geom = geometry(x.size(0), x.sizes().slice(1, dims), window_size, shift_size);
+  std::vector<int64_t> out_sizes{geom.batch * windows_per_image(geom)};
+  out_sizes.insert(out_sizes.end(), window_size.begin(), window_size.end());
+  out_sizes.push_back(x.size(-1));
+  return make_gather(x, geom, /*partition=*/true, out_sizes);
 }
 
 RowGather plan_window_reverse(const at::Tensor& windows, at::IntArrayRef window_size,
-                              int64_t height, int64_t width, at::IntArrayRef shift_size) {
-  TORCH_CHECK(windows.dim() == 4,
-              "fastswin.window_reverse: windows must be (B*nW, wh, ww, C), got ", windows.dim(),
-              " dims");
-  check_pair(window_size, "window_size", 1);
-  check_pair(shift_size, "shift_size", 0);
-  TORCH_CHECK(height > 0 && width > 0, "fastswin.window_reverse: H and W must be positive, got (",
-              height, ", ", width, ")");
-  TORCH_CHECK(windows.size(1) == window_size[0] && windows.size(2) == window_size[1],
-              "fastswin.window_reverse: windows are ", windows.size(1), "x", windows.size(2),
-              " but window_size is (", window_size[0], ", ", window_size[1], ")");
-  const int64_t per_image = ceil_div(height, window_size[0]) * ceil_div(width, window_size[1]);
+                              at::IntArrayRef sizes, at::IntArrayRef shift_size) {
+  const size_t dims = window_size.size();
+  TORCH_CHECK(dims == 2 || dims == 3, "fastswin.window_reverse: window_size must have 2 or 3 entries");
+  TORCH_CHECK(windows.dim() == static_cast<int64_t>(dims) + 2, "fastswin.window_reverse: windows must be ",
+              dims == 2 ? "(B*nW, wh, ww, C)" : "(B*nW, wd, wh, ww, C)", ", got ", windows.dim(), " dims");
+  check_sizes(window_size, dims, "window_size", 1);
+  check_sizes(shift_size, dims, "shift_size", 0);
+  check_sizes(sizes, dims, "the map size", 1);
+  TORCH_CHECK(windows.sizes().slice(1, dims) == window_size, "fastswin.window_reverse: windows are ",
+              windows.sizes().slice(1, dims), " but window_size is ", window_size);
+  int64_t per_image = 1;
+  for (size_t d = 0; d < dims; ++d) per_image *= ceil_div(sizes[d], window_size[d]);
   TORCH_CHECK(windows.size(0) % per_image == 0, "fastswin.window_reverse: ", windows.size(0),
-              " windows cannot tile a ", height, "x", width, " map (", per_image,
-              " windows per image)");
-  const WindowGeometry geom = make_geometry(windows.size(0) / per_image, height, width,
-                                            window_size[0], window_size[1], shift_size[0],
-                                            shift_size[1]);
-  return make_gather(windows, geom, /*partition=*/false,
-                     {geom.batch, height, width, windows.size(3)});
+              " windows cannot tile a ", sizes, " map (", per_image, " windows per image)");
+  const WindowGeometry geom = geometry(windows.size(0) / per_image, sizes, window_size, shift_size);
+  std::vector<int64_t> out_sizes{geom.batch};
+  out_sizes.insert(out_sizes.end(), sizes.begin(), sizes.end());
+  out_sizes.push_back(windows.size(-1));
+  return make_gather(windows, geom, /*partition=*/false, out_sizes);
 }
 
 namespace {
 
 // Copies whole rows as bytes: the ops move data and never look at values, so
 // one kernel serves every dtype. memcpy is the vectorized copy along C.
-template <bool kPartition>
+template <bool kPartition, bool kVideo>
 void gather_rows_cpu(const RowGather& p) {
   const int64_t elem = p.src.element_size();
   const int64_t row_bytes = p.channels * elem;
@@ -85,7 +105,7 @@ void gather_rows_cpu(const RowGather& p) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t b = row / p.rows_per_image;
       const int64_t offset =
-          source_row_offset<kPartition, int64_t>(p.geom, p.src_strides, b, row % p.rows_per_image);
+          source_row_offset<kPartition, kVideo, int64_t>(p.geom, p.src_strides, b, row % p.rows_per_image);
       char* out_row = dst + row * row_bytes;
       if (offset < 0) {
         std::memset(out_row, 0, row_bytes);
@@ -102,10 +122,11 @@ void gather_rows_cpu(const RowGather& p) {
 
 void run_cpu(const RowGather& p) {
   if (p.out.numel() == 0) return;
+  const bool video = is_video(p.geom);
   if (p.partition) {
-    gather_rows_cpu<true>(p);
+    video ? gather_rows_cpu<true, true>(p) : gather_rows_cpu<true, false>(p);
   } else {
-    gather_rows_cpu<false>(p);
+    video ? gather_rows_cpu<false, true>(p) : gather_rows_cpu<false, false>(p);
   }
 }
 
@@ -118,7 +139,14 @@ at::Tensor window_partition_cpu(const at::Tensor& x, at::IntArrayRef window_size
 
 at::Tensor window_reverse_cpu(const at::Tensor& windows, at::IntArrayRef window_size,
                               int64_t height, int64_t width, at::IntArrayRef shift_size) {
-  RowGather p = plan_window_reverse(windows, window_size, height, width, shift_size);
+  RowGather p = plan_window_reverse(windows, window_size, {height, width}, shift_size);
+  run_cpu(p);
+  return p.out;
+}
+
+at::Tensor window_reverse_3d_cpu(const at::Tensor& windows, at::IntArrayRef window_size,
+                                 at::IntArrayRef size, at::IntArrayRef shift_size) {
+  RowGather p = plan_window_reverse(windows, window_size, size, shift_size);
   run_cpu(p);
   return p.out;
 }
@@ -130,11 +158,15 @@ TORCH_LIBRARY(fastswin, m) {
   m.def(
       "window_reverse(Tensor windows, int[2] window_size, int height, int width, "
       "int[2] shift_size) -> Tensor");
+  m.def("window_partition_3d(Tensor x, int[3] window_size, int[3] shift_size) -> Tensor");
+  m.def("window_reverse_3d(Tensor windows, int[3] window_size, int[3] size, int[3] shift_size) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(fastswin, CPU, m) {
   m.impl("window_partition", &window_partition_cpu);
   m.impl("window_reverse", &window_reverse_cpu);
+  m.impl("window_partition_3d", &window_partition_cpu);
+  m.impl("window_reverse_3d", &window_reverse_3d_cpu);
 }
 
 }  // namespace fastswin

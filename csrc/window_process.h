@@ -13,7 +13,7 @@ namespace fastswin {
 // source_row_offset<partition> gives.
 struct RowGather {
   WindowGeometry geom;
-  RowStrides src_strides;   // elements, leading three dims of src
+  RowStrides src_strides;   // elements, leading dims of src (is_video(geom): four, else three)
   int64_t channel_stride;   // elements, last dim of src
   int64_t rows_per_image;
   int64_t channels;
@@ -22,10 +22,12 @@ struct RowGather {
   at::Tensor out;           // contiguous, allocated here
 };
 
+// 2D: x (B, H, W, C), window_size and shift_size (h, w); 3D: x (B, T, H, W, C), (t, h, w).
 RowGather plan_window_partition(const at::Tensor& x, at::IntArrayRef window_size,
                                 at::IntArrayRef shift_size);
 
+// 2D: windows (B*nW, wh, ww, C), sizes (H, W); 3D: (B*nW, wd, wh, ww, C), (T, H, W).
 RowGather plan_window_reverse(const at::Tensor& windows, at::IntArrayRef window_size,
-                              int64_t height, int64_t width, at::IntArrayRef shift_size);
+                              at::IntArrayRef sizes, at::IntArrayRef shift_size);
 
 }  // namespace fastswin

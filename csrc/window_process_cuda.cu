@@ -35,7 +35,7 @@ struct alignas(N) Unit {
 // units with stride `lanes`; the row's index math runs once per thread.
 // Grid (x: row groups of one image, y: images), both loops stride over the
 // whole range so any size fits the grid limits.
-template <bool kPartition, typename U, typename index_t>
+template <bool kPartition, bool kVideo, typename U, typename index_t>
 __global__ void gather_rows_kernel(WindowGeometry geom, RowStrides src_strides,
                                    const unsigned char* __restrict__ src, U* __restrict__ dst,
                                    int64_t elem_bytes, int64_t units_per_row,
@@ -43,7 +43,7 @@ __global__ void gather_rows_kernel(WindowGeometry geom, RowStrides src_strides,
   for (int64_t b = blockIdx.y; b < geom.batch; b += gridDim.y) {
     for (index_t r = static_cast<index_t>(blockIdx.x) * blockDim.y + threadIdx.y;
          r < rows_per_image; r += static_cast<index_t>(gridDim.x) * blockDim.y) {
-      const int64_t offset = source_row_offset<kPartition, index_t>(geom, src_strides, b, r);
+      const int64_t offset = source_row_offset<kPartition, kVideo, index_t>(geom, src_strides, b, r);
       U* out_row = dst + (b * rows_per_image + r) * units_per_row;
       if (offset < 0) {
         for (int64_t u = threadIdx.x; u < units_per_row; u += blockDim.x) out_row[u] = U{};
@@ -67,7 +67,7 @@ int unit_bytes(const RowGather& p) {
   for (int n : {16, 8, 4, 2}) {
     if (n > elem && aligned(addr, n) && aligned(p.channels * elem, n) &&
         aligned(p.src_strides.s0 * elem, n) && aligned(p.src_strides.s1 * elem, n) &&
-        aligned(p.src_strides.s2 * elem, n)) {
+        aligned(p.src_strides.s2 * elem, n) && aligned(p.src_strides.s3 * elem, n)) {
       return n;
     }
   }
@@ -81,7 +81,7 @@ int lanes_for(int64_t units_per_row) {
   return lanes;
 }
 
-template <bool kPartition, int N, typename index_t>
+template <bool kPartition, bool kVideo, int N, typename index_t>
 void launch(const RowGather& p, int64_t units_per_row, int64_t src_unit_stride) {
   const int lanes = lanes_for(units_per_row);
   const dim3 block(lanes, kThreads / lanes);
@@ -89,7 +89,7 @@ void launch(const RowGather& p, int64_t units_per_row, int64_t src_unit_stride) 
   const dim3 grid(static_cast<unsigned>(std::min(groups, kMaxGridX)),
                   static_cast<unsigned>(std::min(p.geom.batch, kMaxGridY)));
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
-  gather_rows_kernel<kPartition, Unit<N>, index_t><<<grid, block, 0, stream>>>(
+  gather_rows_kernel<kPartition, kVideo, Unit<N>, index_t><<<grid, block, 0, stream>>>(
       p.geom, p.src_strides, static_cast<const unsigned char*>(p.src.const_data_ptr()),
       static_cast<Unit<N>*>(p.out.mutable_data_ptr()), p.src.element_size(), units_per_row,
       src_unit_stride, static_cast<index_t>(p.rows_per_image));
@@ -98,12 +98,15 @@ void launch(const RowGather& p, int64_t units_per_row, int64_t src_unit_stride) 
 
 template <bool kPartition, int N>
 void launch_index(const RowGather& p, int64_t units_per_row, int64_t src_unit_stride) {
-  // 32-bit index math inside one image whenever its padded map fits.
-  const int64_t extent = p.geom.padded_h * p.geom.padded_w;
-  if (extent < INT_MAX / 2) {
-    launch<kPartition, N, int32_t>(p, units_per_row, src_unit_stride);
+  // 32-bit index math inside one image whenever its padded map fits; the time dim's
+  // divisions only for video maps.
+  const bool small = partition_rows_per_image(p.geom) < INT_MAX / 2;
+  if (is_video(p.geom)) {
+    small ? launch<kPartition, true, N, int32_t>(p, units_per_row, src_unit_stride)
+          : launch<kPartition, true, N, int64_t>(p, units_per_row, src_unit_stride);
   } else {
-    launch<kPartition, N, int64_t>(p, units_per_row, src_unit_stride);
+    small ? launch<kPartition, false, N, int32_t>(p, units_per_row, src_unit_stride)
+          : launch<kPartition, false, N, int64_t>(p, units_per_row, src_unit_stride);
   }
 }
 
@@ -140,12 +143,17 @@ at::Tensor window_partition_cuda(const at::Tensor& x, at::IntArrayRef window_siz
   return p.out;
 }
 
-at::Tensor window_reverse_cuda(const at::Tensor& windows, at::IntArrayRef window_size,
-                               int64_t height, int64_t width, at::IntArrayRef shift_size) {
+at::Tensor window_reverse_3d_cuda(const at::Tensor& windows, at::IntArrayRef window_size,
+                                  at::IntArrayRef size, at::IntArrayRef shift_size) {
   const c10::cuda::CUDAGuard guard(windows.device());
-  RowGather p = plan_window_reverse(windows, window_size, height, width, shift_size);
+  RowGather p = plan_window_reverse(windows, window_size, size, shift_size);
   run_cuda(p);
   return p.out;
+}
+
+at::Tensor window_reverse_cuda(const at::Tensor& windows, at::IntArrayRef window_size,
+                               int64_t height, int64_t width, at::IntArrayRef shift_size) {
+  return window_reverse_3d_cuda(windows, window_size, {height, width}, shift_size);
 }
 
 }  // namespace
@@ -153,6 +161,8 @@ at::Tensor window_reverse_cuda(const at::Tensor& windows, at::IntArrayRef window
 TORCH_LIBRARY_IMPL(fastswin, CUDA, m) {
   m.impl("window_partition", &window_partition_cuda);
   m.impl("window_reverse", &window_reverse_cuda);
+  m.impl("window_partition_3d", &window_partition_cuda);
+  m.impl("window_reverse_3d", &window_reverse_3d_cuda);
 }
 
 }  // namespace fastswin

@@ -49,6 +49,10 @@ def _cases() -> List[Case]:
             x, window, shift, backend=backend), exact=True),
         Case("window_reverse", [windows], lambda w, backend: ops.window_reverse(
             w, window, H, W, shift, backend=backend), exact=True),
+        Case("window_partition_3d", [(2, 5, H, W, 5)], lambda x, backend: ops.window_partition_3d(
+            x, (2, *window), (1, *shift), backend=backend), exact=True),
+        Case("window_reverse_3d", [(2 * 3 * 2 * 3, 2, 7, 7, 5)], lambda w, backend: ops.window_reverse_3d(
+            w, (2, *window), (5, H, W), (1, *shift), backend=backend), exact=True),
         Case("window_attention", [(24, heads, N, 32)] * 3 + [(heads, N, N)],
              lambda q, k, v, bias, backend: ops.window_attention(q, k, v, bias, mask(q), backend=backend),
              exact=False),

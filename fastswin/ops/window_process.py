@@ -1,4 +1,5 @@
-"""Window partition and reverse with cyclic shift and padding.
+"""Window partition and reverse with cyclic shift and padding, of (B, H, W, C) maps and
+(B, T, H, W, C) video maps (window_partition_3d / window_reverse_3d).
 
 Math (torchvision's order, see fastswin.reference): partition pads a
 (B, H, W, C) map bottom/right to multiples of the window, rolls it by
@@ -11,14 +12,15 @@ one pass each, registered as torch.ops.fastswin.window_partition /
 window_reverse; the autograd formulas and fake (meta) implementations are
 registered here.
 """
-from typing import Optional, Tuple
+import math
+from typing import Optional, Sequence, Tuple
 
 import torch
 
 from fastswin import reference
 from fastswin._extension import HAS_C, compiled_backend_reason
 from fastswin.backends import select_backend
-from fastswin.ops.arguments import IntPair, as_pair, check_window
+from fastswin.ops.arguments import IntPair, as_pair, as_sizes, check_window
 
 
 def _is_reshape(height: int, width: int, window_size: Tuple[int, int], shift_size: Tuple[int, int]) -> bool:
@@ -80,7 +82,7 @@ def window_reverse(windows: torch.Tensor, window_size: IntPair, height: int, wid
     """
     window_size, shift_size = as_pair(window_size, "window_size"), as_pair(shift_size, "shift_size")
     check_window(window_size, shift_size, "window_reverse")
-    _check_reverse_args(windows, window_size, height, width)
+    _check_reverse_args(windows, window_size, (height, width), "window_reverse")
     chosen = _choose("window_reverse", windows.device, backend)
     if _is_reshape(height, width, window_size, shift_size):
         return windows.reshape(windows.shape[0] * window_size[0] // height, height, width, windows.shape[3])
@@ -89,19 +91,65 @@ def window_reverse(windows: torch.Tensor, window_size: IntPair, height: int, wid
     return torch.ops.fastswin.window_reverse(windows, window_size, height, width, shift_size)
 
 
-def _check_reverse_args(windows: torch.Tensor, window_size: Tuple[int, int], height: int, width: int) -> None:
-    if windows.dim() != 4:
-        raise ValueError(f"fastswin.window_reverse: windows must be (B*nW, wh, ww, C), got shape "
-                         f"{tuple(windows.shape)}")
-    if height < 1 or width < 1:
-        raise ValueError(f"fastswin.window_reverse: H and W must be positive, got ({height}, {width})")
-    if tuple(windows.shape[1:3]) != window_size:
-        raise ValueError(f"fastswin.window_reverse: windows are {tuple(windows.shape[1:3])} but "
-                         f"window_size is {window_size}")
-    per_image = -(-height // window_size[0]) * -(-width // window_size[1])
+def window_partition_3d(x: torch.Tensor, window_size: IntPair, shift_size: IntPair = 0, *,
+                        backend: Optional[str] = None) -> torch.Tensor:
+    """Cut a video feature map into (shifted) 3D windows, as torchvision's video Swin does.
+
+    Args:
+        x: (B, T, H, W, C), any strides, any dtype.
+        window_size: int or (wt, wh, ww).
+        shift_size: int or (st, sh, sw) >= 0; the map is rolled by (-st, -sh, -sw).
+        backend: as for window_partition.
+
+    Returns:
+        (B * nW, wt, wh, ww, C), nW = ceil(T / wt) * ceil(H / wh) * ceil(W / ww), a fresh
+        contiguous tensor; padded positions (end of each dim) are zero.
+    """
+    window_size, shift_size = as_sizes(window_size, 3, "window_size"), as_sizes(shift_size, 3, "shift_size")
+    if x.dim() != 5:
+        raise ValueError(f"fastswin.window_partition_3d: x must be (B, T, H, W, C), got shape {tuple(x.shape)}")
+    check_window(window_size, shift_size, "window_partition_3d")
+    if _choose("window_partition_3d", x.device, backend) == "reference":
+        return reference.window_partition(x, window_size, shift_size)
+    return torch.ops.fastswin.window_partition_3d(x, window_size, shift_size)
+
+
+def window_reverse_3d(windows: torch.Tensor, window_size: IntPair, size: Sequence[int], shift_size: IntPair = 0,
+                      *, backend: Optional[str] = None) -> torch.Tensor:
+    """Merge 3D windows back into a video feature map: the inverse of window_partition_3d.
+
+    Args:
+        windows: (B * nW, wt, wh, ww, C), any strides, any dtype.
+        window_size: int or (wt, wh, ww).
+        size: (T, H, W) of the map before padding.
+        shift_size: int or (st, sh, sw) >= 0; the merged map is rolled by (+st, +sh, +sw).
+        backend: as for window_partition.
+
+    Returns:
+        (B, T, H, W, C), a fresh contiguous tensor.
+    """
+    window_size, shift_size = as_sizes(window_size, 3, "window_size"), as_sizes(shift_size, 3, "shift_size")
+    size = as_sizes(size, 3, "size")
+    check_window(window_size, shift_size, "window_reverse_3d")
+    _check_reverse_args(windows, window_size, size, "window_reverse_3d")
+    if _choose("window_reverse_3d", windows.device, backend) == "reference":
+        return reference.merge_windows(windows, window_size, size, shift_size)
+    return torch.ops.fastswin.window_reverse_3d(windows, window_size, size, shift_size)
+
+
+def _check_reverse_args(windows: torch.Tensor, window_size: Tuple[int, ...], sizes: Tuple[int, ...],
+                        op: str) -> None:
+    layout, names = ("(B*nW, wh, ww, C)", "H and W") if len(sizes) == 2 else ("(B*nW, wt, wh, ww, C)", "T, H and W")
+    if windows.dim() != len(sizes) + 2:
+        raise ValueError(f"fastswin.{op}: windows must be {layout}, got shape {tuple(windows.shape)}")
+    if min(sizes) < 1:
+        raise ValueError(f"fastswin.{op}: {names} must be positive, got {sizes}")
+    if tuple(windows.shape[1:-1]) != window_size:
+        raise ValueError(f"fastswin.{op}: windows are {tuple(windows.shape[1:-1])} but window_size is {window_size}")
+    per_image = math.prod([-(-size // window) for size, window in zip(sizes, window_size)])
     if windows.shape[0] % per_image:
-        raise ValueError(f"fastswin.window_reverse: {windows.shape[0]} windows cannot tile a "
-                         f"{height}x{width} map ({per_image} windows per image)")
+        raise ValueError(f"fastswin.{op}: {windows.shape[0]} windows cannot tile a "
+                         f"{'x'.join(map(str, sizes))} map ({per_image} windows per image)")
 
 
 def _register() -> None:
@@ -136,6 +184,39 @@ def _register() -> None:
     torch.library.register_autograd("fastswin::window_partition", partition_backward,
                                     setup_context=partition_context)
     torch.library.register_autograd("fastswin::window_reverse", reverse_backward,
+                                    setup_context=reverse_context)
+    _register_3d()
+
+
+def _register_3d() -> None:
+    """Fake implementations and autograd of the 3D ops (video maps)."""
+
+    @torch.library.register_fake("fastswin::window_partition_3d")
+    def _(x, window_size, shift_size):
+        counts = [p // w for p, w in zip(reference.padded_sizes(x.shape[1:4], window_size), window_size)]
+        return x.new_empty(x.shape[0] * math.prod(counts), *window_size, x.shape[4])
+
+    @torch.library.register_fake("fastswin::window_reverse_3d")
+    def _(windows, window_size, size, shift_size):
+        per_image = math.prod([p // w for p, w in zip(reference.padded_sizes(size, window_size), window_size)])
+        return windows.new_empty(windows.shape[0] // per_image, *size, windows.shape[4])
+
+    def partition_context(ctx, inputs, output):
+        x, ctx.window_size, ctx.shift_size = inputs
+        ctx.size = list(x.shape[1:4])
+
+    def partition_backward(ctx, grad):
+        return torch.ops.fastswin.window_reverse_3d(grad, ctx.window_size, ctx.size, ctx.shift_size), None, None
+
+    def reverse_context(ctx, inputs, output):
+        _, ctx.window_size, _, ctx.shift_size = inputs
+
+    def reverse_backward(ctx, grad):
+        return torch.ops.fastswin.window_partition_3d(grad, ctx.window_size, ctx.shift_size), None, None, None
+
+    torch.library.register_autograd("fastswin::window_partition_3d", partition_backward,
+                                    setup_context=partition_context)
+    torch.library.register_autograd("fastswin::window_reverse_3d", reverse_backward,
                                     setup_context=reverse_context)
 
 
