@@ -13,7 +13,7 @@ namespace fastswin {
 // source_row_offset<partition> gives.
 struct RowGather {
   WindowGeometry geom;
-  RowStrides src_strides;   // elements, leading dims of src (is_video(geom): four, else three)
+  RowStrides src_strides;   // elements, leading dims of src (s1 = 0 for a 2D source)
   int64_t channel_stride;   // elements, last dim of src
   int64_t rows_per_image;
   int64_t channels;

@@ -46,3 +46,18 @@ def test_map_backend_and_reason_follow_training(kernels_can_run, training, runs)
     assert (reason is None) == (not training)
     if training:
         assert "N = 576 tokens with gradients" in reason
+
+
+@pytest.mark.parametrize("window, trains_fused", [((24, 24), False), ((16, 16), True)], ids=["N576", "N256"])
+def test_patch_report_says_what_runs_with_gradients(kernels_can_run, window, trains_fused):
+    """A module is reported on the fused kernels (what inference runs) and, past the
+    limit, with what calls with gradients run instead."""
+    from fastswin.integrations._core import Target, runs_on
+    target = Target(kind="test", attr="forward", fused=None, geometry=lambda module: (4, 32, window))
+    runs, fused = runs_on(torch.nn.Linear(4, 4, device="meta"), target, None)
+    assert fused and runs.startswith("the fused Triton kernels (meta, float32)")
+    assert ("with gradients" not in runs) == trains_fused
+    if not trains_fused:
+        assert runs.endswith("with gradients the reference backend, not fused: windows of N = 576 tokens with "
+                             "gradients; auto mode trains through the kernels up to N = 256 until a GPU run measures "
+                             "the backward faster than eager there (backend='triton' runs it)")

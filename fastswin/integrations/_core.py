@@ -110,21 +110,23 @@ def library_is_faster(module: nn.Module, x: torch.Tensor) -> bool:
 
 def runs_on(module: nn.Module, target: Target, backend: Optional[str]) -> Tuple[str, bool]:
     """What will run the patched `module` on its parameters' device and dtype (under
-    autocast the op sees the autocast dtype) in its mode (train: with gradients), by the
-    op's own checks, and whether that is the fused path."""
+    autocast the op sees the autocast dtype), by the op's own checks, and whether that is
+    the fused path; where calls with gradients run something else (auto mode's training
+    limit), the text says what."""
     param = next(module.parameters(), None)
     device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
     if device.type == "cpu" and requested_backend(backend) == "auto":
         return "the library's own forward (CPU, auto mode)", False
     heads, head_dim, window = target.geometry(module)
     try:
-        chosen, reason = ops.shifted_window_attention_backend(heads, head_dim, window, dtype, device, backend,
-                                                              training=module.training)
+        chosen, reason = ops.shifted_window_attention_backend(heads, head_dim, window, dtype, device, backend)
     except BackendError as error:
         return f"nothing: {error}", False
-    if chosen == "triton":
-        return f"the fused Triton kernels ({device.type}, {str(dtype).replace('torch.', '')})", True
-    return f"the {chosen} backend, not fused: {reason}", False
+    if chosen != "triton":
+        return f"the {chosen} backend, not fused: {reason}", False
+    runs = f"the fused Triton kernels ({device.type}, {str(dtype).replace('torch.', '')})"
+    trains, why = ops.shifted_window_attention_backend(heads, head_dim, window, dtype, device, backend, training=True)
+    return runs + ("" if trains == "triton" else f"; with gradients the {trains} backend, not fused: {why}"), True
 
 
 def warn_if_unpredicted(module: nn.Module, qkv: torch.Tensor, num_heads: int, window, shift=None) -> None:
@@ -135,17 +137,16 @@ def warn_if_unpredicted(module: nn.Module, qkv: torch.Tensor, num_heads: int, wi
     name, fused = module.__dict__.get(REPORTED_ATTR, ("", False))
     if not fused or WARNED_ATTR in module.__dict__ or torch.compiler.is_compiling():
         return
-    training = torch.is_grad_enabled() and (qkv.requires_grad or any(p.requires_grad for p in module.parameters()))
-    # Checked once per device, dtype, map size and training or not, not on every forward.
-    key = (qkv.device, qkv.dtype, tuple(qkv.shape[1:]), tuple(window), None if shift is None else tuple(shift),
-           training)
+    # Checked once per device, dtype and map size, not on every forward (calls with
+    # gradients past auto's training limit run as the report said).
+    key = (qkv.device, qkv.dtype, tuple(qkv.shape[1:]), tuple(window), None if shift is None else tuple(shift))
     if module.__dict__.get(CHECKED_ATTR) == key:
         return
     module.__dict__[CHECKED_ATTR] = key
     head_dim = qkv.shape[-1] // (3 * num_heads)
     try:
         chosen, reason = ops.shifted_window_attention_backend(num_heads, head_dim, window, qkv.dtype, qkv.device,
-                                                              module.__dict__.get(BACKEND_ATTR), training)
+                                                              module.__dict__.get(BACKEND_ATTR))
     except BackendError as error:  # the op raises it in a moment
         chosen, reason = "nothing", str(error)
     if shift is not None and shift_is_dropped(qkv.shape[1], qkv.shape[2], tuple(window), tuple(shift)):

@@ -21,7 +21,7 @@ def as_sizes(value: IntPair, dims: int, name: str = "size") -> Tuple[int, ...]:
     except TypeError:
         items, sizes = (), ()
     if len(sizes) != dims or len(sizes) != len(items):  # a bool is not a size
-        kind = "a pair" if dims == 2 else f"{dims}"
+        kind = "a pair of" if dims == 2 else f"{dims}"
         raise ValueError(f"fastswin: {name} must be an int or {kind} ints, got {value!r}")
     return sizes
 

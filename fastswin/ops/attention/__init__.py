@@ -42,10 +42,11 @@ backward runs two kernels as FlashAttention-2 does: a key pass (dK, dV) and a
 query pass (dQ) whose programs hold a strip of queries against a block of keys
 (every key up to 256 keys of 32 channels, policy.MAX_QUERY_KEYS), so that dbias,
 summed over windows, stays on chip. Against every key, D = rowsum(P * dP) comes
-from whole rows; against a block of keys (windows past 16x16), a first sweep
+from whole rows; against a block of keys (windows past 16x16 at head_dim 32, and
+sooner for wider heads, fp32 and N not a multiple of 4), a first sweep
 renormalizes lse over this pass's own logits, so that the rows of P it
 recomputes sum to 1 as the rows of the forward's P do, and dQ is summed over
-the key blocks in an fp32 scratch buffer. Softmax statistics and every
+the key blocks in a scratch buffer of the accumulator type. Softmax statistics and every
 accumulation are fp32 (fp64 for fp64 inputs, which only the interpreter runs,
 for gradcheck).
 

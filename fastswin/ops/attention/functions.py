@@ -14,7 +14,7 @@ import torch
 
 from fastswin import reference
 from fastswin._extension import compiled_backend_reason
-from fastswin.backends import select_backend
+from fastswin.backends import requested_backend, select_backend
 from fastswin.ops.arguments import IntPair, as_pair
 from fastswin.ops.attention.checks import (check_logit_scale, check_map, check_windows, map_triton_reason,
                                            needs_grad, windows_triton_reason)
@@ -131,7 +131,7 @@ def shifted_window_attention_backend(num_heads: int, head_dim: int, window_size:
     chosen = select_backend("shifted_window_attention", backend,
                             _map_backends(num_heads, head_dim, window_size, dtype, device, backend, training))
     fused_reason = map_triton_reason(num_heads, head_dim, window_size, dtype, device, "triton")
-    if fused_reason is None and chosen != "triton":  # auto's own limit (or another backend forced)
+    if fused_reason is None and chosen != "triton" and requested_backend(backend) == "auto":  # auto's own limit
         fused_reason = map_triton_reason(num_heads, head_dim, window_size, dtype, device, backend, training)
     return chosen, fused_reason
 

@@ -66,6 +66,10 @@ def window_attention_bwd_query_kernel(
                              BLOCK_KEYS, PRECISION, ACC, IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED, HAS_FILL)
     lse_base = ROW_LSE if SPLIT_KEYS else LSE
     for key_start in range(0, N_CTX, BLOCK_KEYS):
+        if SPLIT_KEYS:
+            # ROW_LSE (the sweep) and DQ_ACC (the last key block) are read back by threads
+            # other than those that stored them: a CTA barrier makes the stores visible.
+            tl.debug_barrier()
         keys = key_start + tl.arange(0, BLOCK_KEYS)
         dbias = tl.zeros((BLOCK, BLOCK_KEYS), ACC)
         for b in range(first, tl.minimum(first + windows_per_program, windows)):
