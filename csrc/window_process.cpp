@@ -20,6 +20,19 @@ void check_sizes(at::IntArrayRef v, size_t dims, const char* name, int64_t min_v
   }
 }
 
+// The spatial dims (2 or 3, from window_size) after checking that `src` (`what`) has
+// them in the layout named for them, and window and shift sizes of as many entries.
+size_t check_layout(const at::Tensor& src, at::IntArrayRef window_size, at::IntArrayRef shift_size,
+                    const char* what, const char* layout_2d, const char* layout_3d) {
+  const size_t dims = window_size.size();
+  TORCH_CHECK(dims == 2 || dims == 3, "fastswin: window_size must have 2 or 3 entries, got ", dims);
+  TORCH_CHECK(src.dim() == static_cast<int64_t>(dims) + 2, "fastswin.", what, " must be ",
+              dims == 2 ? layout_2d : layout_3d, ", got ", src.dim(), " dims");
+  check_sizes(window_size, dims, "window_size", 1);
+  check_sizes(shift_size, dims, "shift_size", 0);
+  return dims;
+}
+
 // A 2D map is a video map of depth 1: {t, h, w} from two or three entries.
 std::array<int64_t, 3> as_3d(at::IntArrayRef v, int64_t missing) {
   return v.size() == 3 ? std::array<int64_t, 3>{v[0], v[1], v[2]}
@@ -54,12 +67,8 @@ RowGather make_gather(const at::Tensor& src, const WindowGeometry& geom, bool pa
 
 RowGather plan_window_partition(const at::Tensor& x, at::IntArrayRef window_size,
                                 at::IntArrayRef shift_size) {
-  const size_t dims = window_size.size();
-  TORCH_CHECK(dims == 2 || dims == 3, "fastswin.window_partition: window_size must have 2 or 3 entries");
-  TORCH_CHECK(x.dim() == static_cast<int64_t>(dims) + 2, "fastswin.window_partition: x must be ",
-              dims == 2 ? "(B, H, W, C)" : "(B, T, H, W, C)", ", got ", x.dim(), " dims");
-  check_sizes(window_size, dims, "window_size", 1);
-  check_sizes(shift_size, dims, "shift_size", 0);
+  const size_t dims = check_layout(x, window_size, shift_size, "window_partition: x", "(B, H, W, C)",
+                                   "(B, T, H, W, C)");
   const WindowGeometry geom = geometry(x.size(0), x.sizes().slice(1, dims), window_size, shift_size);
   std::vector<int64_t> out_sizes{geom.batch * windows_per_image(geom)};
   out_sizes.insert(out_sizes.end(), window_size.begin(), window_size.end());
@@ -69,12 +78,8 @@ RowGather plan_window_partition(const at::Tensor& x, at::IntArrayRef window_size
 
 RowGather plan_window_reverse(const at::Tensor& windows, at::IntArrayRef window_size,
                               at::IntArrayRef sizes, at::IntArrayRef shift_size) {
-  const size_t dims = window_size.size();
-  TORCH_CHECK(dims == 2 || dims == 3, "fastswin.window_reverse: window_size must have 2 or 3 entries");
-  TORCH_CHECK(windows.dim() == static_cast<int64_t>(dims) + 2, "fastswin.window_reverse: windows must be ",
-              dims == 2 ? "(B*nW, wh, ww, C)" : "(B*nW, wd, wh, ww, C)", ", got ", windows.dim(), " dims");
-  check_sizes(window_size, dims, "window_size", 1);
-  check_sizes(shift_size, dims, "shift_size", 0);
+  const size_t dims = check_layout(windows, window_size, shift_size, "window_reverse: windows",
+                                   "(B*nW, wh, ww, C)", "(B*nW, wd, wh, ww, C)");
   check_sizes(sizes, dims, "the map size", 1);
   TORCH_CHECK(windows.sizes().slice(1, dims) == window_size, "fastswin.window_reverse: windows are ",
               windows.sizes().slice(1, dims), " but window_size is ", window_size);
