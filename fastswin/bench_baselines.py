@@ -89,7 +89,7 @@ def flex_shifted_window_attention(qkv, heads: int, window: int, shift: int, bias
     back, crop; torchvision's order) with FlexAttention as the attention."""
     return reference.compose_shifted_window_attention(
         qkv, heads, (window, window), (shift, shift), bias, logit_scale, qkv_bias, "torchvision",
-        partition=reference.window_partition, reverse=reference.window_reverse,
+        partition=reference.window_partition, reverse=reference.merge_windows,
         attention=functools.partial(flex_window_attention, attend=attend),
         cosine_attention=functools.partial(flex_cosine_window_attention, attend=attend))
 

@@ -19,7 +19,7 @@ import torch
 SWIN_ATTENTION_SHAPES = ((49, 32), (64, 32), (144, 32), (256, 32))
 # ... and the other windows and head sizes Swin models run, in bf16 only (fp16 compiles
 # alike): SwinV2-384's 24x24 windows and 32x32, video Swin's 8x7x7 and SwinUNETR's 7x7x7
-# (head_dim 8) as windows, Swin2SR's head_dim 30 and heads of 64 channels.
+# (head_dim 8; 3D windows in the image layouts), Swin2SR's head_dim 30 and heads of 64 channels.
 WIDER_ATTENTION_SHAPES = ((576, 32), (1024, 32), (392, 32), (343, 8), (64, 30), (49, 64))
 TRITON_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -74,6 +74,17 @@ def report_cases(quick: bool = False) -> List[Tuple[Tuple[int, int], torch.dtype
             + [(shape, torch.bfloat16) for shape in WIDER_ATTENTION_SHAPES])
 
 
+# The image layouts' windows of N tokens that are not square: video Swin's and SwinUNETR's 3D ones.
+VIDEO_WINDOWS = {392: (8, 7, 7), 343: (7, 7, 7)}
+
+
+def image_window(n: int) -> Optional[Tuple[int, ...]]:
+    """The window of n tokens the report compiles the image layouts for: a square one,
+    a video one (VIDEO_WINDOWS), or None (window layout only)."""
+    root = math.isqrt(n)
+    return (root, root) if root * root == n else VIDEO_WINDOWS.get(n)
+
+
 def triton_rows(archs: Iterable[int], cases: Sequence[Tuple[Tuple[int, int], torch.dtype]]) -> List[ResourceRow]:
     """The attention kernels, v1 and v2 (cosine), in each of LAYOUTS, as launched for each
     ((N, head_dim), dtype) of cases (report_cases)."""
@@ -82,17 +93,22 @@ def triton_rows(archs: Iterable[int], cases: Sequence[Tuple[Tuple[int, int], tor
 
     rows = []
     for arch, ((n, head_dim), dtype), cosine, layout in itertools.product(archs, cases, (False, True), LAYOUTS):
-        if LAYOUTS[layout]["image"] and math.isqrt(n) ** 2 != n:
-            continue  # the image layouts of the report are square 2D windows
-        for spec in kernel_specs(n, head_dim, dtype, cosine=cosine, arch=arch, **LAYOUTS[layout]):
+        window = image_window(n)
+        if LAYOUTS[layout]["image"] and window is None:
+            continue
+        for spec in kernel_specs(n, head_dim, dtype, cosine=cosine, arch=arch, window=window, **LAYOUTS[layout]):
             r = compile_kernel(spec.fn, spec.signature, spec.constexprs, arch=arch, aligned=spec.aligned,
                                **spec.launch)
-            config = (f"{layout} {'v2' if cosine else 'v1'} N={n} d={head_dim} "
+            config = (f"{layout} {'v2' if cosine else 'v1'} N={n}{_video_tag(window)} d={head_dim} "
                       f"{str(dtype).removeprefix('torch.')} w{r.num_warps} s{r.num_stages}")
             rows.append(ResourceRow("triton", spec.fn.__name__.strip("_"), config, arch, r.registers, r.shared,
                                     r.local, r.stack, r.tensor_cores,
                                     known_spill=KNOWN_SPILLS.get((layout, arch, n), 0)))
     return rows
+
+
+def _video_tag(window: Optional[Tuple[int, ...]]) -> str:
+    return "(3D)" if window is not None and len(window) == 3 else ""
 
 
 def _short_name(mangled: str) -> Tuple[str, str]:

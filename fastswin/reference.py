@@ -155,59 +155,67 @@ def effective_shifts(sizes: Sizes, window_size: Sizes, shift_size: Sizes) -> Siz
     return tuple(0 if w >= p else s for p, w, s in zip(padded, window_size, shift_size))
 
 
-def pad_map(x: torch.Tensor, window_size: Pair, fill: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Pad (B, H, W, C) bottom/right to multiples of the window with `fill` (C,), or zeros."""
-    B, H, W, C = x.shape
-    Hp, Wp = padded_size(H, W, window_size)
+def pad_map(x: torch.Tensor, window_size: Sizes, fill: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Pad (B, *S, C) at the end of each spatial dim to multiples of the window with
+    `fill` (C,), or zeros (x itself where no padding is needed). A fill is always in
+    the graph: its gradient is zero, not None, on maps without padding."""
+    sizes = tuple(x.shape[1:-1])
+    padded = padded_sizes(sizes, window_size)
     if fill is None:
-        return F.pad(x, (0, 0, 0, Wp - W, 0, Hp - H))
+        if padded == sizes:
+            return x
+        return F.pad(x, [0, 0] + [p for i in reversed(range(len(sizes))) for p in (0, padded[i] - sizes[i])])
     fill = fill.to(x.dtype)
-    x = torch.cat([x, fill.expand(B, Hp - H, W, C)], dim=1)
-    return torch.cat([x, fill.expand(B, Hp, Wp - W, C)], dim=2)
+    for dim, size in enumerate(padded, start=1):
+        x = torch.cat([x, fill.expand(*x.shape[:dim], size - x.shape[dim], *x.shape[dim + 1:])], dim=dim)
+    return x
 
 
 def compose_shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias,
                                      order, partition, reverse, attention, cosine_attention,
-                                     attention_mask=shift_attention_mask):
+                                     attention_mask=region_mask):
     """Shifted-window attention as the sequence of window ops it stands for, each
-    one given as a callable (the reference's, or fastswin's fused ops), and the
-    shift mask from `attention_mask` (same arguments as shift_attention_mask).
+    one given as a callable (the reference's, or fastswin's fused ops): partition as
+    window_partition, reverse as merge_windows, and the shift mask from
+    `attention_mask` (same arguments as region_mask).
 
     See shifted_window_attention for the arguments and semantics.
     """
     if order not in ("torchvision", "timm"):
         raise ValueError(f"fastswin: order must be 'torchvision' or 'timm', got {order!r}")
-    B, H, W, C3 = qkv.shape
-    C = C3 // 3
+    B, *sizes, C3 = qkv.shape
+    sizes, window_size, C = tuple(sizes), tuple(window_size), C3 // 3
     if qkv.numel() == 0:  # an empty map attends to nothing (and its windows cannot say their batch)
         return qkv[..., :C].clone()
-    shift = effective_shift(H, W, window_size, shift_size)
+    dims = tuple(range(1, len(sizes) + 1))
+    shift, no_shift = effective_shifts(sizes, window_size, shift_size), (0,) * len(sizes)
     if order == "torchvision":  # pad, then roll (inside partition)
         windows = partition(pad_map(qkv, window_size, qkv_bias), window_size, shift)
     else:  # roll, then pad
-        rolled = torch.roll(qkv, shifts=(-shift[0], -shift[1]), dims=(1, 2)) if any(shift) else qkv
-        windows = partition(pad_map(rolled, window_size, qkv_bias), window_size, (0, 0))
-    B_, N = windows.shape[0], window_size[0] * window_size[1]
+        rolled = torch.roll(qkv, shifts=tuple(-s for s in shift), dims=dims) if any(shift) else qkv
+        windows = partition(pad_map(rolled, window_size, qkv_bias), window_size, no_shift)
+    B_, N = windows.shape[0], math.prod(window_size)
     q, k, v = windows.reshape(B_, N, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)
-    mask = attention_mask(H, W, window_size, shift, qkv.device, qkv.dtype) if any(shift) else None
+    mask = attention_mask(sizes, window_size, shift, qkv.device, qkv.dtype) if any(shift) else None
     if logit_scale is None:
         out = attention(q, k, v, bias, mask)
     else:
         out = cosine_attention(q, k, v, logit_scale, bias, mask)
     out = out.transpose(1, 2).reshape(B_, *window_size, C)
-    Hp, Wp = padded_size(H, W, window_size)
     if order == "torchvision":  # merge and roll back (inside reverse), crop
-        return reverse(out, window_size, H, W, shift)
-    merged = reverse(out, window_size, Hp, Wp, (0, 0))[:, :H, :W]  # merge, crop, roll back
-    return torch.roll(merged, shifts=shift, dims=(1, 2)) if any(shift) else merged.contiguous()
+        return reverse(out, window_size, sizes, shift)
+    merged = reverse(out, window_size, padded_sizes(sizes, window_size), no_shift)  # merge, crop, roll back
+    merged = merged[(slice(None), *[slice(0, size) for size in sizes])]
+    return torch.roll(merged, shifts=shift, dims=dims) if any(shift) else merged.contiguous()
 
 
-def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Pair, shift_size: Pair,
+def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Sizes, shift_size: Sizes,
                              bias: Optional[torch.Tensor] = None, logit_scale: Optional[torch.Tensor] = None,
                              qkv_bias: Optional[torch.Tensor] = None, order: str = "torchvision") -> torch.Tensor:
     """Shifted-window attention on the image layout, between a block's qkv and proj linears.
 
-    qkv: (B, H, W, 3C), channels [q | k | v] x heads x head_dim. Returns (B, H, W, C).
+    qkv: (B, H, W, 3C), or a video map (B, T, H, W, 3C) with 3D windows and shifts;
+    channels [q | k | v] x heads x head_dim. Returns (B, [T,] H, W, C).
     order "torchvision": pad to multiples of the window, roll by -shift, partition,
     attend, reverse, roll back, crop. order "timm": roll, pad, ..., crop, roll back.
     No shift along a dimension the padded map fills with one window. Padded
@@ -217,23 +225,23 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Pai
     """
     return compose_shifted_window_attention(
         qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order,
-        partition=window_partition, reverse=window_reverse,
+        partition=window_partition, reverse=merge_windows,
         attention=window_attention, cosine_attention=cosine_window_attention)
 
 
-def token_pixels(height: int, width: int, window_size, shift_size, order: str):
-    """Where each token of each window comes from in an (H, W) map: (h, w, inside), each
-    (nW, N), the pixel it reads and whether it is one (else padding), from rolling and
-    partitioning coordinate maps (window_partition: torchvision's order; torch.roll then
-    pad: timm's); and the (nW, N, N) shift mask. What the image-layout kernels' index
-    math (fastswin.ops.attention.image_index) is tested against."""
-    hh, ww = torch.meshgrid(torch.arange(height), torch.arange(width), indexing="ij")
-    coords = torch.stack([hh, ww, torch.ones_like(hh)], dim=-1)[None].double()  # (1, H, W, 3)
+def token_pixels(sizes: Sizes, window_size: Sizes, shift_size: Sizes, order: str):
+    """Where each token of each window comes from in an (H, W) or (T, H, W) map: (row,
+    inside), each (nW, N), the pixel it reads as a row of the flattened map and whether
+    it is one (else padding), from rolling and partitioning a map of row numbers
+    (window_partition: torchvision's order; torch.roll then pad: timm's); and the
+    (nW, N, N) shift mask. What the image-layout kernels' index math
+    (fastswin.ops.attention.image_index) is tested against."""
+    rows = torch.arange(math.prod(sizes), dtype=torch.float64).reshape(1, *sizes)
+    coords = torch.stack([rows, torch.ones_like(rows)], dim=-1)  # (1, *S, 2)
     if order == "timm":
-        rolled = torch.roll(coords, shifts=(-shift_size[0], -shift_size[1]), dims=(1, 2))
+        rolled = torch.roll(coords, shifts=tuple(-s for s in shift_size), dims=tuple(range(1, len(sizes) + 1)))
         windows = window_partition(rolled, window_size)
     else:
         windows = window_partition(coords, window_size, shift_size)
-    h, w, inside = windows.flatten(1, 2).long().unbind(-1)
-    mask = shift_attention_mask(height, width, window_size, shift_size)
-    return h, w, inside.bool(), mask
+    row, inside = windows.flatten(1, -2).long().unbind(-1)
+    return row, inside.bool(), region_mask(sizes, window_size, shift_size)

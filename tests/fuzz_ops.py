@@ -132,12 +132,18 @@ def cosine_case(rng):
 
 
 def shifted_case(rng):
+    """A 2D map, or a video map (B, T, H, W, 3C) with mostly 3D windows."""
     heads = rng.choice([1, 2, 3] + [0, -1] * rng.corrupt())
     C = heads * rng.choice([1, 4, 16]) if heads > 0 else 4
-    window = window_arg(rng)
+    video = rng.random() < 0.3
+    window = rng.choice([2, 3, (2, 3, 2), (1, 4, 3), (3, 2, 2)]) if video and rng.random() < 0.7 else window_arg(rng)
     shift = shift_arg(rng, window)
-    qkv = tensor(rng, maybe_wrong_shape(rng, (size(rng, (0, 1, 2)), size(rng), size(rng), 3 * C)))
-    n = window * window if isinstance(window, int) and window > 0 else 4
+    spatial = (size(rng, (0, 1, 2, 3, 5)),) * video + (size(rng), size(rng))
+    qkv = tensor(rng, maybe_wrong_shape(rng, (size(rng, (0, 1, 2)), *spatial, 3 * C)))
+    if isinstance(window, int) and window > 0:
+        n = window ** len(spatial)
+    else:
+        n = int(np.prod(window)) if isinstance(window, tuple) and all(type(v) is int and v > 0 for v in window) else 4
     bias = None if rng.random() < 0.3 else tensor(rng, maybe_wrong_shape(rng, (max(heads, 1), n, n)))
     qkv_bias = None if rng.random() < 0.5 else tensor(rng, maybe_wrong_shape(rng, (3 * C,)))
     logit_scale = None if rng.random() < 0.6 else tensor(rng, maybe_wrong_shape(rng, (max(heads, 1), 1, 1)))

@@ -1,8 +1,8 @@
 """fastswin.patch on MONAI's SwinUNETR (2D; its default feature_size 24 gives head_dim 8):
 every 2D Swin block replaced, outputs and gradients equal to MONAI's forward (float64)
 in eval and train, with use_v2 and with gradient checkpointing, including the stage
-whose map is smaller than the window (MONAI's shrunk window and sliced bias); 3D blocks
-reported as not patched."""
+whose map is smaller than the window (MONAI's shrunk window and sliced bias). 3D:
+test_patch_video.py."""
 import pytest
 import torch
 
@@ -49,11 +49,3 @@ def test_patched_matches_monai(kwargs, train):
         torch.testing.assert_close(got_grads[key], want_grads[key], rtol=1e-8, atol=1e-10, msg=key)
     assert len(fastswin.unpatch(model).replaced) == sum(DEPTHS)
 
-
-def test_3d_blocks_are_reported_as_not_patched():
-    torch.manual_seed(0)
-    model = nets.SwinUNETR(in_channels=1, out_channels=2, depths=(2, 2, 2, 2), feature_size=12, num_heads=(3, 3, 3, 3),
-                           spatial_dims=3)
-    report = fastswin.patch(model)
-    assert not report.replaced and len(report.not_replaced) == 8
-    assert all("3D (D, H, W) windows" in e.note for e in report.not_replaced)

@@ -51,17 +51,6 @@ def test_a_size_the_kernels_cannot_run_is_reported_and_strict_refuses():
     assert len(report.replaced) == 4 and all(not e.fused and "head_dim 2" in e.runs for e in report.replaced)
 
 
-def test_video_swin_is_reported_as_not_patched():
-    video = pytest.importorskip("torchvision.models.video")
-    model = video.swin3d_t()
-    report = fastswin.patch(model)
-    assert not report.replaced and len(report.not_replaced) == 12  # depths (2, 2, 6, 2)
-    assert all("3D (T, H, W) windows" in e.note for e in report.not_replaced)
-    assert not patched(model)
-    with pytest.raises(fastswin.BackendError, match="3D"):
-        fastswin.patch(model, strict=True)
-
-
 def test_an_unpredicted_fallback_is_logged_once_per_module(caplog):
     """A module reported on the fused kernels that then gets a map they do not run (here
     one smaller than the window, whose shift timm keeps and the fused op would drop) logs

@@ -255,7 +255,7 @@ def test_fp32_bias_on_a_low_precision_map_keeps_its_precision(poisoned_outputs):
     def window_layout(qkv, bias, qkv_bias):
         return reference.compose_shifted_window_attention(
             qkv, heads, window, shift, bias, None, qkv_bias, "torchvision", reference.window_partition,
-            reference.window_reverse, lambda q, k, v, b, m: ops.window_attention(q, k, v, b, m, backend="triton"),
+            reference.merge_windows, lambda q, k, v, b, m: ops.window_attention(q, k, v, b, m, backend="triton"),
             reference.cosine_window_attention)
 
     leaves = [t.detach().clone().requires_grad_() for t in (inputs[0], bias, qkv_bias)]

@@ -44,7 +44,7 @@ def launch_keys(monkeypatch, batch: int, timm_order: bool, height: int = 56, wid
     heads, d = 3, 16
     qkv = torch.empty(batch, height, width, 3 * heads * d, dtype=torch.float16)
     q, k, v = qkv.reshape(batch, height * width, 3, heads, d).permute(2, 0, 3, 1, 4)
-    image = ImageLayout(height, width, (7, 7), (3, 3), timm_order, torch.zeros(3 * heads * d))
+    image = ImageLayout((height, width), (7, 7), (3, 3), timm_order, torch.zeros(3 * heads * d))
     bias = torch.zeros(heads, 49, 49)
     out, lse = window_attention_forward(q, k, v, bias, None, d ** -0.5, image=image)
     window_attention_backward(out, q, k, v, out, lse, bias, None, d ** -0.5, True, image=image, fill_grad=True)

@@ -34,12 +34,13 @@ class Target:
     fused: function(self, ...) installed as that method (falls back to the
     class's method where it cannot run); problem: why this instance cannot be
     patched, or None; prepare: per-instance set-up run when patching;
-    geometry: the module's (heads, head_dim, (wh, ww)) as it attends now.
+    geometry: the module's (heads, head_dim, window) as it attends now, window (wh, ww)
+    or, for video maps, (wt, wh, ww).
     """
     kind: str
     attr: str
     fused: Callable
-    geometry: Callable[[nn.Module], Tuple[int, int, Tuple[int, int]]]
+    geometry: Callable[[nn.Module], Tuple[int, int, Tuple[int, ...]]]
     problem: Optional[str] = None
     prepare: Optional[Callable[[nn.Module], None]] = None
 
@@ -149,7 +150,7 @@ def warn_if_unpredicted(module: nn.Module, qkv: torch.Tensor, num_heads: int, wi
                                                               module.__dict__.get(BACKEND_ATTR))
     except BackendError as error:  # the op raises it in a moment
         chosen, reason = "nothing", str(error)
-    if shift is not None and shift_is_dropped(qkv.shape[1], qkv.shape[2], tuple(window), tuple(shift)):
+    if shift is not None and shift_is_dropped(qkv.shape[1:-1], tuple(window), tuple(shift)):
         chosen, reason = "fastswin's unfused composition", "the library shifts a map the fused op would not"
     if chosen != "triton":
         module.__dict__[WARNED_ATTR] = True

@@ -1,18 +1,17 @@
-"""MONAI: SwinUNETR's Swin encoder (monai.networks.nets.swin_unetr), 2D.
+"""MONAI: SwinUNETR's Swin encoder (monai.networks.nets.swin_unetr), 2D and 3D.
 
 MONAI's block attends in ``forward_part1`` (norm, pad, roll, partition, attention,
 reverse, roll back, crop: torchvision's order, padding before the qkv Linear); the
-patch replaces it with: norm, the qkv Linear on the (B, H, W, C) map, the fused op,
-proj. MONAI's own window rule (``get_window_size``: a window no larger than the map,
+patch replaces it with: norm, the qkv Linear on the (B, [D,] H, W, C) map, the fused
+op, proj. MONAI's own window rule (``get_window_size``: a window no larger than the map,
 no shift along a dimension the map fills) and its bias for a shrunk window
 (``relative_position_index[:n, :n]`` of the full window's table) are kept, and so is
 ``forward``: gradient checkpointing (``use_checkpoint``) wraps the patched method,
 the MLP and drop path are MONAI's. The decoder is untouched.
 
-3D blocks (``spatial_dims=3``) are reported as not patched: fastswin's kernels attend
-2D windows only so far. Falls back to MONAI's forward in training with attention
-dropout > 0.
+Falls back to MONAI's forward in training with attention dropout > 0.
 """
+import math
 import sys
 from typing import Optional
 
@@ -35,15 +34,15 @@ def _sliced_bias(attn: nn.Module, n: int) -> torch.Tensor:
 
 
 def _fused_part1(block: nn.Module, x: torch.Tensor, mask_matrix: Optional[torch.Tensor]) -> torch.Tensor:
-    """Replaces SwinTransformerBlock.forward_part1: (B, H, W, C) -> (B, H, W, C) attention output."""
+    """Replaces SwinTransformerBlock.forward_part1: (B, [D,] H, W, C) -> the attention output, same shape."""
     attn = block.attn
     if (attn.training and attn.attn_drop.p > 0) or library_is_faster(block, x):
         return original(block, "forward_part1")(x, mask_matrix)
     x = block.norm1(x)
-    window, shift = sys.modules[MODULE].get_window_size(tuple(x.shape[1:3]), block.window_size, block.shift_size)
+    window, shift = sys.modules[MODULE].get_window_size(tuple(x.shape[1:-1]), block.window_size, block.shift_size)
     qkv = F.linear(x, attn.qkv.weight, attn.qkv.bias)
     warn_if_unpredicted(block, qkv, attn.num_heads, window, shift)
-    out = window_attention_map(qkv, attn.num_heads, window, shift, bias=_sliced_bias(attn, window[0] * window[1]),
+    out = window_attention_map(qkv, attn.num_heads, window, shift, bias=_sliced_bias(attn, math.prod(window)),
                                qkv_bias=attn.qkv.bias, order="torchvision", backend=getattr(block, BACKEND_ATTR))
     return attn.proj_drop(attn.proj(out))
 
@@ -59,9 +58,7 @@ def match(module: nn.Module) -> Optional[Target]:
     if swin_unetr is None or not isinstance(module, swin_unetr.SwinTransformerBlock):
         return None
     problem = class_override_problem(module, "forward_part1", swin_unetr.SwinTransformerBlock)
-    if len(module.window_size) != 2:
-        problem = "3D (D, H, W) windows: fastswin's kernels attend 2D windows only so far; MONAI's forward runs it"
-    elif not isinstance(module.attn, swin_unetr.WindowAttention):
+    if not isinstance(module.attn, swin_unetr.WindowAttention):
         problem = f"its attention is a {type(module.attn).__qualname__}, not MONAI's WindowAttention"
     return Target(kind="monai SwinTransformerBlock", attr="forward_part1", fused=_fused_part1, geometry=_geometry,
                   problem=problem)

@@ -1,11 +1,15 @@
-"""torchvision: swin_t/s/b, swin_v2_t/s/b and custom SwinTransformer configs.
+"""torchvision: swin_t/s/b, swin_v2_t/s/b, the video Swin swin3d_t/s/b and custom
+configs of both.
 
 torchvision's ShiftedWindowAttention(V2) already receives the (B, H, W, C) map
 and does pad, roll, partition, attention, reverse and crop inside
 torchvision.models.swin_transformer.shifted_window_attention; the patch
 replaces its forward with: qkv Linear on the map, the fused op in torchvision's
 pad-then-roll order, proj and output dropout. Swin-V2's k bias is zeroed as
-torchvision does (its gradient is zero).
+torchvision does (its gradient is zero). The video Swin's ShiftedWindowAttention3d
+likewise on (B, T, H, W, C) maps, with torchvision's own window rule (a window no
+larger than the map, no shift along a dimension it fills) and its bias for that
+window.
 
 Falls back to torchvision's forward in training with attention_dropout > 0.
 """
@@ -46,20 +50,36 @@ def _fused_forward(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return F.dropout(attn.proj(out), p=attn.dropout, training=attn.training)
 
 
+def _fused_forward_3d(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Replaces ShiftedWindowAttention3d.forward: (B, T, H, W, C) -> (B, T, H, W, C)."""
+    if (attn.training and attn.attention_dropout > 0) or library_is_faster(attn, x):
+        return original(attn, "forward")(x)
+    video = sys.modules["torchvision.models.video.swin_transformer"]
+    window, shift = video._get_window_and_shift_size(list(attn.shift_size), list(x.shape[1:4]),
+                                                     list(attn.window_size))
+    qkv = F.linear(x, attn.qkv.weight, attn.qkv.bias)
+    warn_if_unpredicted(attn, qkv, attn.num_heads, window)
+    out = ops.shifted_window_attention(qkv, attn.num_heads, tuple(window), tuple(shift),
+                                       attn.get_relative_position_bias(window)[0], qkv_bias=attn.qkv.bias,
+                                       order="torchvision", backend=getattr(attn, BACKEND_ATTR))
+    return F.dropout(attn.proj(out), p=attn.dropout, training=attn.training)
+
+
 def _geometry(attn: nn.Module):
     heads = attn.num_heads
     return heads, attn.qkv.weight.shape[0] // (3 * heads), tuple(attn.window_size)
 
 
 def match(module: nn.Module) -> Optional[Target]:
-    """A Target for torchvision's ShiftedWindowAttention(V2) (and the video Swin's
-    ShiftedWindowAttention3d, reported as not patched), None for any other module."""
+    """A Target for torchvision's ShiftedWindowAttention(V2) and the video Swin's
+    ShiftedWindowAttention3d, None for any other module."""
     from torchvision.models import swin_transformer as tv
     video = sys.modules.get("torchvision.models.video.swin_transformer")
     if video is not None and isinstance(module, video.ShiftedWindowAttention3d):
-        return Target(kind="torchvision ShiftedWindowAttention3d", attr="forward", fused=_fused_forward,
-                      geometry=_geometry, problem="3D (T, H, W) windows: fastswin's kernels attend 2D windows only "
-                                                  "so far; torchvision's forward runs it")
+        problem = (class_override_problem(module, "forward", video.ShiftedWindowAttention3d)
+                   or class_override_problem(module, "get_relative_position_bias", video.ShiftedWindowAttention3d))
+        return Target(kind="torchvision ShiftedWindowAttention3d", attr="forward", fused=_fused_forward_3d,
+                      geometry=_geometry, problem=problem)
     if not isinstance(module, tv.ShiftedWindowAttention):
         return None
     base = tv.ShiftedWindowAttentionV2 if isinstance(module, tv.ShiftedWindowAttentionV2) else tv.ShiftedWindowAttention

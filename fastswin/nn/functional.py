@@ -1,5 +1,5 @@
-"""Shifted-window attention of a whole (B, H, W, 3C) qkv map, as the Swin blocks
-of fastswin.nn and the patched timm / Hugging Face blocks call it.
+"""Shifted-window attention of a whole (B, [T,] H, W, 3C) qkv map, as the Swin blocks
+of fastswin.nn and the patched timm / Hugging Face / MONAI blocks call it.
 
 The fused op (fastswin.ops.shifted_window_attention) covers every case but two,
 which run an explicit (unfused) composition here instead:
@@ -18,25 +18,28 @@ import torch.nn.functional as F
 
 from fastswin import ops, reference
 
-Pair = Tuple[int, int]
+Sizes = Tuple[int, ...]  # (h, w) or (t, h, w)
 
 
-def shift_is_dropped(height: int, width: int, window_size: Pair, shift_size: Pair) -> bool:
-    """Whether the fused op would drop a non-zero shift of this (H, W) map."""
-    return reference.effective_shift(height, width, window_size, shift_size) != tuple(shift_size)
+def shift_is_dropped(sizes: Sizes, window_size: Sizes, shift_size: Sizes) -> bool:
+    """Whether the fused op would drop a non-zero shift of a map of these spatial sizes
+    ((H, W) or (T, H, W))."""
+    return reference.effective_shifts(tuple(sizes), window_size, shift_size) != tuple(shift_size)
 
 
-def window_attention_map(qkv: torch.Tensor, num_heads: int, window_size: Pair, shift_size: Pair, *,
+def window_attention_map(qkv: torch.Tensor, num_heads: int, window_size: Sizes, shift_size: Sizes, *,
                          bias: Optional[torch.Tensor], logit_scale: Optional[torch.Tensor] = None,
                          qkv_bias: Optional[torch.Tensor] = None, order: str = "timm",
                          attn_drop: float = 0.0, backend: Optional[str] = None) -> torch.Tensor:
     """Swin window attention of a qkv map, with the library's own shift rule kept.
 
     Args:
-        qkv: (B, H, W, 3C), the qkv Linear of the un-partitioned map.
+        qkv: (B, H, W, 3C) or a video map (B, T, H, W, 3C), the qkv Linear of the
+            un-partitioned map.
         num_heads: heads; head_dim = C / num_heads.
-        window_size, shift_size: (h, w) pairs as the block uses them (no adjustment here).
-        bias: (heads, N, N) relative-position bias, N = wh * ww.
+        window_size, shift_size: (h, w), or (t, h, w) for video maps, as the block uses
+            them (no adjustment here).
+        bias: (heads, N, N) relative-position bias, N the window's tokens.
         logit_scale: (heads, 1, 1) raw Swin-V2 logit scale (cosine attention), or None (v1).
         qkv_bias: (3C,), what padded tokens read (the qkv Linear of a zero token).
         order: "timm" (roll, then pad) or "torchvision" (pad, then roll; Hugging Face's order too).
@@ -44,10 +47,9 @@ def window_attention_map(qkv: torch.Tensor, num_heads: int, window_size: Pair, s
         backend: fastswin backend of the fused op.
 
     Returns:
-        (B, H, W, C), the attention output at the original positions, before proj.
+        (B, [T,] H, W, C), the attention output at the original positions, before proj.
     """
-    _, H, W, _ = qkv.shape
-    if attn_drop > 0 or shift_is_dropped(H, W, window_size, shift_size):
+    if attn_drop > 0 or shift_is_dropped(qkv.shape[1:-1], window_size, shift_size):
         return _unfused(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order, attn_drop)
     return ops.shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale=logit_scale,
                                         qkv_bias=qkv_bias, order=order, backend=backend)
@@ -55,28 +57,28 @@ def window_attention_map(qkv: torch.Tensor, num_heads: int, window_size: Pair, s
 
 def _unfused(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order, attn_drop):
     """Roll / pad / partition / attend / reverse step by step (see the module docstring for when)."""
-    B, H, W, C3 = qkv.shape
-    C, N = C3 // 3, window_size[0] * window_size[1]
-    Hp, Wp = reference.padded_size(H, W, window_size)
-    shifted = any(shift_size)
-    back = tuple(shift_size)
-    forth = (-back[0], -back[1])
+    sizes, C = tuple(qkv.shape[1:-1]), qkv.shape[-1] // 3
+    dims, back = tuple(range(1, len(sizes) + 1)), tuple(shift_size)
+    shifted, forth = any(back), tuple(-s for s in back)
     if order == "torchvision":
         x = reference.pad_map(qkv, window_size, qkv_bias)
-        x = torch.roll(x, forth, (1, 2)) if shifted else x
+        x = torch.roll(x, forth, dims) if shifted else x
     else:
-        x = torch.roll(qkv, forth, (1, 2)) if shifted else qkv
+        x = torch.roll(qkv, forth, dims) if shifted else qkv
         x = reference.pad_map(x, window_size, qkv_bias)
     windows = reference.window_partition(x, window_size)
-    q, k, v = windows.reshape(-1, N, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)
-    mask = reference.shift_attention_mask(H, W, window_size, back, qkv.device, qkv.dtype) if shifted else None
+    q, k, v = windows.reshape(windows.shape[0], -1, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)
+    mask = reference.region_mask(sizes, window_size, back, qkv.device, qkv.dtype) if shifted else None
     out = _attention_with_dropout(q, k, v, bias, mask, logit_scale, attn_drop)
-    out = reference.window_reverse(out.transpose(1, 2).reshape(-1, *window_size, C), window_size, Hp, Wp)
+    out = out.transpose(1, 2).reshape(-1, *window_size, C)
+    padded = reference.padded_sizes(sizes, window_size)
+    out = reference.merge_windows(out, window_size, padded)
+    crop = (slice(None), *[slice(0, size) for size in sizes])
     if order == "torchvision":
-        out = torch.roll(out, back, (1, 2)) if shifted else out
-        return out[:, :H, :W].contiguous()
-    out = out[:, :H, :W]
-    return torch.roll(out, back, (1, 2)) if shifted else out.contiguous()
+        out = torch.roll(out, back, dims) if shifted else out
+        return out[crop].contiguous()
+    out = out[crop]
+    return torch.roll(out, back, dims) if shifted else out.contiguous()
 
 
 def _attention_with_dropout(q, k, v, bias, mask, logit_scale, attn_drop):

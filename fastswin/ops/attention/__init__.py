@@ -73,5 +73,7 @@ compile-time switch IMAGE: each program reads its window's q, k, v rows straight
 from the (B, H, W, 3C) map at the pixels its tokens come from (wrap-around and
 padding computed on the fly, image_index), takes the shift mask from the tokens'
 regions, and writes its output rows, and in the backward d(qkv), to their pixels:
-no rolled, padded or partitioned copy, no mask tensor.
+no rolled, padded or partitioned copy, no mask tensor. Video maps (B, T, H, W, 3C)
+in 3D windows run the same code with a window depth WIN_T > 1 (up to 8 regions a
+window, of 27); 2D windows compile with WIN_T = 1, their time dim folded away.
 """

@@ -3,7 +3,7 @@ reports (fastswin.aot, `fastswin compile-report`, tests/test_aot.py): signatures
 compile-time arguments and launch options from the same policy the launchers use.
 """
 import math
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Optional, Tuple
 
 import torch
 
@@ -30,21 +30,22 @@ _FP32_POINTERS = ("LSE", "DQ_ACC", "ROW_LSE", "DBIAS", "LOGIT_SCALE", "DLOGIT_SC
 
 
 def kernel_specs(n: int, head_dim: int, dtype: torch.dtype, bias: bool = True, mask: bool = True,
-                 cosine: bool = False, arch: int = 90, image: bool = False,
-                 padded: bool = False) -> Tuple[KernelSpec, ...]:
+                 cosine: bool = False, arch: int = 90, image: bool = False, padded: bool = False,
+                 window: Optional[Tuple[int, ...]] = None) -> Tuple[KernelSpec, ...]:
     """The kernels as launched on a GPU for N tokens, head_dim, dtype (fp16, bf16, fp32;
     mask of that dtype, bias and qkv bias fp32 as a model's parameters under autocast),
     with atomic dbias: the forward, the backward's key pass and, where the backward is
     split, its query pass. cosine: the Swin-V2 kernels (fp32 logit_scale, atomic
-    dlogit_scale). image: the image-layout kernels of shifted_window_attention (square
-    windows of N tokens, torchvision's order); padded: on a map with padding (qkv-bias
-    fill and its gradient compiled in)."""
-    cfg = tile_config(n, head_dim, dtype, arch, image, cosine, image and padded)
-    window = math.isqrt(n) if image else 1
+    dlogit_scale). image: the image-layout kernels of shifted_window_attention (windows
+    `window` of N tokens, (h, w) or (t, h, w); square ones by default; torchvision's
+    order); padded: on a map with padding (qkv-bias fill and its gradient compiled in)."""
+    if image and window is None:
+        window = (math.isqrt(n),) * 2
+    cfg = tile_config(n, head_dim, dtype, arch, image, cosine, image and padded, image and len(window) == 3)
     padded = image and padded
     common = {**common_constexprs(cfg, head_dim, bias, mask, cosine, "tf32" if dtype == torch.float32 else "ieee",
                                   dtype),
-              **layout_constexprs((window, window), image, False, padded, padded)}
+              **layout_constexprs(window if image else (1, 1), image, False, padded, padded)}
     sums = dict(BIAS_GRAD=bias, ATOMIC_DBIAS=True, SCALE_GRAD=cosine, ATOMIC_DSCALE=cosine)
     key_constexprs, query_constexprs = backward_constexprs(cfg, sums)
     launches = [(window_attention_fwd_kernel, {}, cfg.forward_launch),

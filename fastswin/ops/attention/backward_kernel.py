@@ -18,12 +18,12 @@ def window_attention_bwd_kernel(
         stride_ob, stride_oh, stride_on, stride_dob, stride_doh, stride_don,
         stride_dqb, stride_dqh, stride_dqn, stride_dkb, stride_dkh, stride_dkn, stride_dvb, stride_dvh, stride_dvn,
         stride_dbias_slot, stride_dscale_slot, stride_dpad_b, windows, heads, mask_windows,
-        windows_per_program, scale, height, width, windows_w, windows_per_image, shift_h, shift_w,
+        windows_per_program, scale, depth, height, width, windows_w, windows_per_image, shift_t, shift_h, shift_w,
         channels_per_part,
         N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
         COSINE: tl.constexpr, BIAS_GRAD: tl.constexpr, ATOMIC_DBIAS: tl.constexpr, SCALE_GRAD: tl.constexpr,
         ATOMIC_DSCALE: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
-        ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
+        ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_T: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
         TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr, HAS_FILL: tl.constexpr, FILL_GRAD: tl.constexpr,
         ROW_ALIGN: tl.constexpr):
     """One program per (group of windows_per_program windows, head h): dK and dV of each
@@ -88,20 +88,20 @@ def window_attention_bwd_kernel(
         for key_start in range(0, N_CTX, BLOCK):
             keys = key_start + tl.arange(0, BLOCK)
             k, k_norm, v, k_index, k_real = key_block(
-                k_ptr, v_ptr, stride_kn, stride_vn, k_fill, v_fill, keys, channels, window, height, width,
-                windows_w, shift_h, shift_w, N_CTX, HEAD_DIM, COSINE, ACC, IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED,
-                HAS_FILL)
+                k_ptr, v_ptr, stride_kn, stride_vn, k_fill, v_fill, keys, channels, window, depth, height, width,
+                windows_w, shift_t, shift_h, shift_w, N_CTX, HEAD_DIM, COSINE, ACC, IMAGE, WIN_T, WIN_H, WIN_W,
+                TIMM_ORDER, PADDED, HAS_FILL)
             dk = tl.zeros((BLOCK, BLOCK_D), ACC)
             dv = tl.zeros((BLOCK, BLOCK_D), ACC)
             for query_start in range(0, N_CTX, BLOCK):
                 rows = query_start + tl.arange(0, BLOCK)
                 q, q_norm, do, lse, delta, q_index, q_real = query_block(
-                    q_ptr, o_ptr, do_ptr, lse_ptr, stride_qn, stride_on, stride_don, rows, channels, window, height,
-                    width, windows_w, shift_h, shift_w, N_CTX, HEAD_DIM, COSINE, ACC, IMAGE, WIN_H, WIN_W, TIMM_ORDER,
-                    PADDED)
+                    q_ptr, o_ptr, do_ptr, lse_ptr, stride_qn, stride_on, stride_don, rows, channels, window, depth,
+                    height, width, windows_w, shift_t, shift_h, shift_w, N_CTX, HEAD_DIM, COSINE, ACC, IMAGE, WIN_T,
+                    WIN_H, WIN_W, TIMM_ORDER, PADDED)
                 additive, row_region, key_region = additive_terms(
-                    bias_ptr, mask_ptr, rows, keys, window, windows_w, windows_per_image, shift_h, shift_w, N_CTX,
-                    HAS_BIAS and not HOLD_BIAS, HAS_MASK, IMAGE, WIN_H, WIN_W, ACC)
+                    bias_ptr, mask_ptr, rows, keys, window, height, windows_w, windows_per_image, shift_t, shift_h,
+                    shift_w, N_CTX, HAS_BIAS and not HOLD_BIAS, HAS_MASK, IMAGE, WIN_T, WIN_H, WIN_W, ACC)
                 if HOLD_BIAS:
                     additive += bias
                 p, ds = score_grads(q, k, v, do, lse, delta, keys, scale, additive, row_region, key_region, N_CTX,

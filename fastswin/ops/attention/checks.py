@@ -1,6 +1,7 @@
 """What the attention ops accept: ValueError for inputs that no backend can run, and
 the Triton backend's can-run checks (None, or why the kernels cannot run valid inputs).
 """
+import math
 from typing import Optional
 
 import torch
@@ -103,22 +104,24 @@ def windows_triton_reason(q: torch.Tensor, backend: Optional[str], training: boo
 
 
 def check_map(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order) -> None:
-    """ValueError for image-layout inputs no backend can run (sizes already pairs)."""
-    if qkv.dim() != 4 or qkv.shape[3] % 3:
-        raise ValueError(f"fastswin.shifted_window_attention: qkv must be (B, H, W, 3C), got {tuple(qkv.shape)}")
+    """ValueError for image-layout inputs no backend can run (sizes already tuples of one
+    entry per spatial dim)."""
+    if qkv.dim() not in (4, 5) or qkv.shape[-1] % 3:
+        raise ValueError(f"fastswin.shifted_window_attention: qkv must be (B, H, W, 3C) or (B, T, H, W, 3C), got "
+                         f"{tuple(qkv.shape)}")
     if not qkv.dtype.is_floating_point:
         raise ValueError(f"fastswin.shifted_window_attention: qkv must be a float tensor, got {qkv.dtype}")
-    C = qkv.shape[3] // 3
+    C = qkv.shape[-1] // 3
     if num_heads < 1 or C % num_heads:
         raise ValueError(f"fastswin.shifted_window_attention: C={C} is not divisible by num_heads={num_heads}")
     check_window(window_size, shift_size, "shifted_window_attention")
-    if shift_size[0] >= window_size[0] or shift_size[1] >= window_size[1]:
+    if any(shift >= window for shift, window in zip(shift_size, window_size)):
         # As timm requires; the shift mask's regions are defined for 0 <= shift < window only.
         raise ValueError(f"fastswin.shifted_window_attention: shift_size must be smaller than window_size, got "
                          f"shift {shift_size}, window {window_size}")
     if order not in ("torchvision", "timm"):
         raise ValueError(f"fastswin.shifted_window_attention: order must be 'torchvision' or 'timm', got {order!r}")
-    N = window_size[0] * window_size[1]
+    N = math.prod(window_size)
     expected = {"bias": (bias, (num_heads, N, N)), "logit_scale": (logit_scale, (num_heads, 1, 1)),
                 "qkv_bias": (qkv_bias, (3 * C,))}
     for name, (tensor, shape) in expected.items():
@@ -135,4 +138,4 @@ def map_triton_reason(num_heads: int, head_dim: int, window_size, dtype: torch.d
                       backend: Optional[str], training: bool = False) -> Optional[str]:
     """Why the image-layout kernels cannot run maps of these (valid) sizes, or None."""
     forced = requested_backend(backend) == "triton"
-    return triton_kernels_reason(window_size[0] * window_size[1], head_dim, dtype, device, forced, training)
+    return triton_kernels_reason(math.prod(window_size), head_dim, dtype, device, forced, training)

@@ -3,11 +3,12 @@ that torch.compile traces through them, and autograd:
 
 - fastswin::window_attention_triton (+ _window_backward): window layout, (B_, heads, N, d)
   q, k, v; a logit_scale switches the kernels to Swin-V2 cosine attention;
-- fastswin::shifted_window_attention_triton (+ _window_backward): image layout, a
-  (B, H, W, 3C) qkv map in, the (B, H, W, C) attention output out.
+- fastswin::shifted_window_attention_triton (+ _backward): image layout, a
+  (B, [T,] H, W, 3C) qkv map in, the (B, [T,] H, W, C) attention output out.
 
 A custom op cannot return None: empty tensors stand for the gradients not asked for.
 """
+import math
 from typing import List, Optional, Tuple
 
 import torch
@@ -76,48 +77,56 @@ window_attention_op.register_autograd(_window_backward, setup_context=_window_se
 
 
 def _qkv_views(qkv: torch.Tensor, num_heads: int):
-    """q, k, v of a (B, H, W, 3C) map as (B, heads, H * W, d) views (a copy only if H and
-    W cannot be merged)."""
-    B, H, W, C3 = qkv.shape
-    return qkv.reshape(B, H * W, 3, num_heads, C3 // (3 * num_heads)).permute(2, 0, 3, 1, 4)
+    """q, k, v of a (B, *S, 3C) map as (B, heads, prod(S), d) views (a copy only if the
+    spatial dims cannot be merged)."""
+    B, C3 = qkv.shape[0], qkv.shape[-1]
+    return qkv.reshape(B, -1, 3, num_heads, C3 // (3 * num_heads)).permute(2, 0, 3, 1, 4)
 
 
 def _heads_view(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """A (B, H, W, C) map as a (B, heads, H * W, d) view."""
-    B, H, W, C = x.shape
-    return x.reshape(B, H * W, num_heads, C // num_heads).transpose(1, 2)
+    """A (B, *S, C) map as a (B, heads, prod(S), d) view."""
+    B, C = x.shape[0], x.shape[-1]
+    return x.reshape(B, -1, num_heads, C // num_heads).transpose(1, 2)
+
+
+def _folded(x: torch.Tensor, window_size, shift_size):
+    """(map, window, shift) as the kernels take them: a video map whose windows have
+    depth 1 (so no shift in time) is a 2D map of B * T images, with its windows in the
+    same order."""
+    if len(window_size) == 3 and window_size[0] == 1:
+        return x.flatten(0, 1), tuple(window_size[1:]), tuple(shift_size[1:])
+    return x, tuple(window_size), tuple(shift_size)
 
 
 def _image_layout(qkv, window_size, shift_size, timm_order, qkv_bias) -> ImageLayout:
-    return ImageLayout(qkv.shape[1], qkv.shape[2], tuple(window_size), tuple(shift_size), timm_order, qkv_bias)
+    return ImageLayout(tuple(qkv.shape[1:-1]), window_size, shift_size, timm_order, qkv_bias)
 
 
 def _scale(qkv: torch.Tensor, num_heads: int) -> float:
-    return (qkv.shape[3] // (3 * num_heads)) ** -0.5
+    return (qkv.shape[-1] // (3 * num_heads)) ** -0.5
 
 
 def _windows(qkv: torch.Tensor, window_size) -> int:
-    Hp, Wp = reference.padded_size(qkv.shape[1], qkv.shape[2], window_size)
-    return qkv.shape[0] * (Hp // window_size[0]) * (Wp // window_size[1])
+    padded = reference.padded_sizes(qkv.shape[1:-1], window_size)
+    return qkv.shape[0] * math.prod(p // w for p, w in zip(padded, window_size))
 
 
 @torch.library.custom_op("fastswin::shifted_window_attention_triton", mutates_args=())
 def image_attention_op(qkv: torch.Tensor, bias: Optional[torch.Tensor], logit_scale: Optional[torch.Tensor],
                        qkv_bias: Optional[torch.Tensor], num_heads: int, window_size: List[int],
                        shift_size: List[int], timm_order: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    q, k, v = _qkv_views(qkv, num_heads)
+    folded, window, shift = _folded(qkv, window_size, shift_size)
+    q, k, v = _qkv_views(folded, num_heads)
     out, lse = window_attention_forward(q, k, v, bias, None, _scale(qkv, num_heads), logit_scale,
-                                        image=_image_layout(qkv, window_size, shift_size, timm_order, qkv_bias))
-    B, H, W, C3 = qkv.shape
-    return out.transpose(1, 2).reshape(B, H, W, C3 // 3), lse
+                                        image=_image_layout(folded, window, shift, timm_order, qkv_bias))
+    return out.transpose(1, 2).reshape(*qkv.shape[:-1], qkv.shape[-1] // 3), lse
 
 
 @image_attention_op.register_fake
 def _(qkv, bias, logit_scale, qkv_bias, num_heads, window_size, shift_size, timm_order):
-    B, H, W, C3 = qkv.shape
-    n = window_size[0] * window_size[1]
-    return (qkv.new_empty(B, H, W, C3 // 3),
-            qkv.new_empty(_windows(qkv, window_size), num_heads, n, dtype=accumulator(qkv.dtype)))
+    return (qkv.new_empty(*qkv.shape[:-1], qkv.shape[-1] // 3),
+            qkv.new_empty(_windows(qkv, window_size), num_heads, math.prod(window_size),
+                          dtype=accumulator(qkv.dtype)))
 
 
 @torch.library.custom_op("fastswin::shifted_window_attention_triton_backward", mutates_args=())
@@ -126,16 +135,19 @@ def image_attention_backward_op(grad_out: torch.Tensor, qkv: torch.Tensor, out: 
                                 qkv_bias: Optional[torch.Tensor], num_heads: int, window_size: List[int],
                                 shift_size: List[int], timm_order: bool, bias_grad: bool, scale_grad: bool,
                                 fill_grad: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    q, k, v = _qkv_views(qkv, num_heads)
-    dqkv = torch.empty_like(qkv, memory_format=torch.contiguous_format)
+    folded, window, shift = _folded(qkv, window_size, shift_size)
+    q, k, v = _qkv_views(folded, num_heads)
+    dqkv = torch.empty_like(folded, memory_format=torch.contiguous_format)
     grads = window_attention_backward(
-        _heads_view(grad_out, num_heads), q, k, v, _heads_view(out, num_heads), lse, bias, None,
+        _heads_view(_folded(grad_out, window_size, shift_size)[0], num_heads), q, k, v,
+        _heads_view(_folded(out, window_size, shift_size)[0], num_heads), lse, bias, None,
         _scale(qkv, num_heads), bias_grad, logit_scale=logit_scale, logit_scale_grad=scale_grad,
-        image=_image_layout(qkv, window_size, shift_size, timm_order, qkv_bias), fill_grad=fill_grad,
+        image=_image_layout(folded, window, shift, timm_order, qkv_bias), fill_grad=fill_grad,
         grads=tuple(_qkv_views(dqkv, num_heads)))
     dbias, dfill = grads[3], grads[-1]
     dscale = grads[4] if logit_scale is not None else None
-    return tuple(x if x is not None else qkv.new_empty(0) for x in (dqkv, dbias, dscale, dfill))
+    return tuple(x if x is not None else qkv.new_empty(0)
+                 for x in (dqkv.view(qkv.shape), dbias, dscale, dfill))
 
 
 @image_attention_backward_op.register_fake

@@ -11,10 +11,10 @@ def window_attention_fwd_kernel(
         Q, K, V, BIAS, MASK, LOGIT_SCALE, FILL, OUT, LSE,
         stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
         stride_ob, stride_oh, stride_on, heads, mask_windows, scale,
-        height, width, windows_w, windows_per_image, shift_h, shift_w, channels_per_part,
+        depth, height, width, windows_w, windows_per_image, shift_t, shift_h, shift_w, channels_per_part,
         N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
         COSINE: tl.constexpr, BLOCK: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr,
-        ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
+        ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_T: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
         TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr, HAS_FILL: tl.constexpr):
     """One program per (window b, head h): O[b, h] = softmax(S) V and lse[b, h] = logsumexp(S).
 
@@ -47,8 +47,8 @@ def window_attention_fwd_kernel(
     channels = tl.arange(0, BLOCK_D)
     for query_start in range(0, N_CTX, BLOCK):
         rows = query_start + tl.arange(0, BLOCK)
-        q_index, q_real = block_rows(window, rows, height, width, windows_w, shift_h, shift_w, N_CTX,
-                                     IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
+        q_index, q_real = block_rows(window, rows, depth, height, width, windows_w, shift_t, shift_h, shift_w, N_CTX,
+                                     IMAGE, WIN_T, WIN_H, WIN_W, TIMM_ORDER, PADDED)
         # Padding queries' outputs are never written, so they need no fill.
         q, q_norm = normalized(load_rows(Q, stride_qn, q_index, q_real, channels, HEAD_DIM), COSINE, ACC)
         row_max = tl.full((BLOCK,), float("-inf"), ACC)
@@ -57,12 +57,12 @@ def window_attention_fwd_kernel(
         for key_start in range(0, N_CTX, BLOCK):
             keys = key_start + tl.arange(0, BLOCK)
             k, k_norm, v, k_index, k_real = key_block(
-                K, V, stride_kn, stride_vn, k_fill, v_fill, keys, channels, window, height, width,
-                windows_w, shift_h, shift_w, N_CTX, HEAD_DIM, COSINE, ACC, IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED,
+                K, V, stride_kn, stride_vn, k_fill, v_fill, keys, channels, window, depth, height, width, windows_w,
+                shift_t, shift_h, shift_w, N_CTX, HEAD_DIM, COSINE, ACC, IMAGE, WIN_T, WIN_H, WIN_W, TIMM_ORDER, PADDED,
                 HAS_FILL)
             additive, row_region, key_region = additive_terms(
-                bias_ptr, mask_ptr, rows, keys, window, windows_w, windows_per_image, shift_h, shift_w, N_CTX,
-                HAS_BIAS, HAS_MASK, IMAGE, WIN_H, WIN_W, ACC)
+                bias_ptr, mask_ptr, rows, keys, window, height, windows_w, windows_per_image, shift_t, shift_h, shift_w,
+                N_CTX, HAS_BIAS, HAS_MASK, IMAGE, WIN_T, WIN_H, WIN_W, ACC)
             s = logits(q, k, keys, scale, additive, row_region, key_region, N_CTX, PRECISION, ACC)
             # Every key block holds at least one real key, so new_max is finite.
             new_max = tl.maximum(row_max, tl.max(s, 1))

@@ -15,11 +15,11 @@ import torch
 from fastswin import reference
 from fastswin._extension import compiled_backend_reason
 from fastswin.backends import requested_backend, select_backend
-from fastswin.ops.arguments import IntPair, as_pair
+from fastswin.ops.arguments import IntPair, as_sizes
 from fastswin.ops.attention.checks import (check_logit_scale, check_map, check_windows, map_triton_reason,
                                            needs_grad, windows_triton_reason)
 from fastswin.ops.attention.custom_ops import image_attention_op, window_attention_op
-from fastswin.ops.window_process import window_partition, window_reverse
+from fastswin.ops.window_process import window_partition, window_partition_3d, window_reverse, window_reverse_3d
 
 
 def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor] = None,
@@ -122,12 +122,12 @@ def _map_backends(num_heads, head_dim, window_size, dtype, device, backend, trai
 def shifted_window_attention_backend(num_heads: int, head_dim: int, window_size: IntPair, dtype: torch.dtype,
                                      device: torch.device, backend: Optional[str] = None, training: bool = False
                                      ) -> Tuple[str, Optional[str]]:
-    """Which backend shifted_window_attention runs maps of these sizes on, by the op's own
-    checks, and why the fused Triton kernels do not (None where they do); training:
-    with gradients.
+    """Which backend shifted_window_attention runs maps of these sizes on (window_size: int,
+    (h, w) or, for video maps, (t, h, w)), by the op's own checks, and why the fused
+    Triton kernels do not (None where they do); training: with gradients.
 
     Raises BackendError where a forced backend cannot run them."""
-    window_size = as_pair(window_size, "window_size")
+    window_size = as_sizes(window_size, 3 if _is_triple(window_size) else 2, "window_size")
     chosen = select_backend("shifted_window_attention", backend,
                             _map_backends(num_heads, head_dim, window_size, dtype, device, backend, training))
     fused_reason = map_triton_reason(num_heads, head_dim, window_size, dtype, device, "triton")
@@ -136,34 +136,40 @@ def shifted_window_attention_backend(num_heads: int, head_dim: int, window_size:
     return chosen, fused_reason
 
 
-def _shift_mask(height, width, window_size, shift_size, device, dtype) -> torch.Tensor:
-    """reference.shift_attention_mask, built once per map size, window and shift in
-    eager mode; traced (and constant-folded) under torch.compile."""
+def _is_triple(size: IntPair) -> bool:
+    return not isinstance(size, int) and len(size) == 3
+
+
+def _shift_mask(sizes, window_size, shift_size, device, dtype) -> torch.Tensor:
+    """reference.region_mask, built once per map size, window and shift in eager mode;
+    traced (and constant-folded) under torch.compile."""
     if torch.compiler.is_compiling():
-        return reference.shift_attention_mask(height, width, window_size, shift_size, device, dtype)
-    return _cached_shift_mask(height, width, window_size, shift_size, device, dtype)
+        return reference.region_mask(sizes, window_size, shift_size, device, dtype)
+    return _cached_shift_mask(sizes, window_size, shift_size, device, dtype)
 
 
 @functools.lru_cache(maxsize=64)
-def _cached_shift_mask(height, width, window_size, shift_size, device, dtype) -> torch.Tensor:
+def _cached_shift_mask(sizes, window_size, shift_size, device, dtype) -> torch.Tensor:
     with torch.inference_mode(False):  # a normal tensor even when first asked for under inference mode
-        return reference.shift_attention_mask(height, width, window_size, shift_size, device, dtype)
+        return reference.region_mask(sizes, window_size, shift_size, device, dtype)
 
 
 def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: IntPair, shift_size: IntPair,
                              bias: Optional[torch.Tensor] = None, *, logit_scale: Optional[torch.Tensor] = None,
                              qkv_bias: Optional[torch.Tensor] = None, order: str = "torchvision",
                              backend: Optional[str] = None) -> torch.Tensor:
-    """Shifted-window attention of a (B, H, W, 3C) qkv map, in place of roll, pad,
-    partition, window attention, reverse and crop.
+    """Shifted-window attention of a (B, H, W, 3C) qkv map, or of a (B, T, H, W, 3C) video
+    map in 3D windows, in place of roll, pad, partition, window attention, reverse and
+    crop.
 
     Args:
-        qkv: (B, H, W, 3C), the qkv Linear applied to the un-partitioned map; channels
-            ordered [q | k | v] x heads x head_dim.
+        qkv: (B, H, W, 3C) or (B, T, H, W, 3C), the qkv Linear applied to the
+            un-partitioned map; channels ordered [q | k | v] x heads x head_dim.
         num_heads: heads; head_dim = C / num_heads.
-        window_size, shift_size: int or (h, w). No shift along a dimension that the
-            padded map fills with one window.
-        bias: (heads, N, N) relative-position bias (N = wh * ww), differentiable.
+        window_size, shift_size: int or (h, w); for video maps int or (t, h, w). No shift
+            along a dimension that the padded map fills with one window.
+        bias: (heads, N, N) relative-position bias (N = wh * ww, or wt * wh * ww),
+            differentiable.
         logit_scale: (heads, 1, 1), the raw Swin-V2 parameter: cosine attention with
             logits scaled by exp(min(logit_scale, log 100)). None: v1 attention with
             scale head_dim^-0.5.
@@ -175,19 +181,20 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
             "reference" (see the module docstring).
 
     Returns:
-        (B, H, W, C): the attention output at the original positions, before the
+        (B, [T,] H, W, C): the attention output at the original positions, before the
         output projection.
     """
-    window_size, shift_size = as_pair(window_size, "window_size"), as_pair(shift_size, "shift_size")
+    dims = 3 if qkv.dim() == 5 else 2
+    window_size, shift_size = as_sizes(window_size, dims, "window_size"), as_sizes(shift_size, dims, "shift_size")
     check_map(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order)
     if qkv.numel() == 0:  # an empty map attends to nothing: the reference's empty result
         return reference.shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale,
                                                   qkv_bias, order)
     chosen = select_backend("shifted_window_attention", backend,
-                            _map_backends(num_heads, qkv.shape[3] // (3 * num_heads), window_size, qkv.dtype,
+                            _map_backends(num_heads, qkv.shape[-1] // (3 * num_heads), window_size, qkv.dtype,
                                           qkv.device, backend, needs_grad(qkv, bias, logit_scale, qkv_bias)))
     if chosen == "triton":
-        shift = reference.effective_shift(qkv.shape[1], qkv.shape[2], window_size, shift_size)
+        shift = reference.effective_shifts(qkv.shape[1:-1], window_size, shift_size)
         # bias and qkv_bias are read in their own dtype (fp32 parameters under autocast keep
         # their precision) and their gradients come back in it.
         return image_attention_op(qkv, bias, logit_scale, qkv_bias, num_heads, list(window_size), list(shift),
@@ -195,11 +202,20 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
     if chosen == "reference":
         return reference.shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale,
                                                   qkv_bias, order)
+    partition, reverse = _window_kernels(dims, chosen)
     return reference.compose_shifted_window_attention(
-        qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order,
-        partition=lambda x, w, s: window_partition(x, w, s, backend=chosen),
-        reverse=lambda x, w, h, wd, s: window_reverse(x, w, h, wd, s, backend=chosen),
+        qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order, partition, reverse,
         # cpu / cuda name the partition kernels; the attention between them picks its own
         # (auto, not $FASTSWIN_BACKEND, which may name a backend that has no attention).
         attention=lambda q, k, v, bias, mask: window_attention(q, k, v, bias, mask, backend="auto"),
         cosine_attention=reference.cosine_window_attention, attention_mask=_shift_mask)
+
+
+def _window_kernels(dims: int, backend: str):
+    """fastswin's partition and reverse of maps of dims spatial dims on backend, in the
+    signatures compose_shifted_window_attention takes."""
+    if dims == 3:
+        return (lambda x, w, s: window_partition_3d(x, w, s, backend=backend),
+                lambda x, w, sizes, s: window_reverse_3d(x, w, sizes, s, backend=backend))
+    return (lambda x, w, s: window_partition(x, w, s, backend=backend),
+            lambda x, w, sizes, s: window_reverse(x, w, *sizes, s, backend=backend))

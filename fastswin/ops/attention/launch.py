@@ -20,21 +20,22 @@ from fastswin.ops.attention.policy import (accumulator, backward_constexprs, com
 
 
 class ImageLayout(NamedTuple):
-    """The tensors given to the launchers are (B, heads, H * W, d) views of un-partitioned
-    (B, H, W, .) maps, attended in (shifted) windows; see image_index.
+    """The tensors given to the launchers are (B, heads, T * H * W, d) views of
+    un-partitioned (B, [T,] H, W, .) maps, attended in (shifted) windows; see image_index.
 
-    shift is the one applied (no adjustment here), 0 <= shift < window; fill: the (3C,)
-    qkv bias that padding tokens read, or None for zeros."""
-    height: int
-    width: int
-    window: Tuple[int, int]
-    shift: Tuple[int, int]
+    sizes, window, shift: (H, W) or (T, H, W), a window of depth 2 or more (the custom op
+    folds a depth-1 window's time into the batch); shift is the one applied (no
+    adjustment here), 0 <= shift < window; fill: the (3C,) qkv bias that padding tokens
+    read, or None for zeros."""
+    sizes: Tuple[int, ...]
+    window: Tuple[int, ...]
+    shift: Tuple[int, ...]
     timm_order: bool
     fill: Optional[torch.Tensor]
 
     @property
     def padded(self) -> bool:
-        return self.height % self.window[0] != 0 or self.width % self.window[1] != 0
+        return any(size % win for size, win in zip(self.sizes, self.window))
 
     @property
     def reads_fill(self) -> bool:
@@ -71,19 +72,24 @@ class _Layout(NamedTuple):
     constexprs: dict
 
 
+def _as_3d(sizes: Tuple[int, ...], fill: int) -> Tuple[int, ...]:
+    return (fill,) * (3 - len(sizes)) + tuple(sizes)
+
+
 def _layout(q: torch.Tensor, image: Optional[ImageLayout]) -> _Layout:
     if image is None:
-        args = dict(height=1, width=1, windows_w=1, windows_per_image=1, shift_h=0, shift_w=0, channels_per_part=0)
+        args = dict(depth=1, height=1, width=1, windows_w=1, windows_per_image=1, shift_t=0, shift_h=0, shift_w=0,
+                    channels_per_part=0)
         return _Layout(q.shape[0], q.shape[2], args, layout_constexprs())
-    (wh, ww), (sh, sw) = image.window, image.shift
-    windows_w = -(-image.width // ww)
-    per_image = -(-image.height // wh) * windows_w
-    args = dict(height=image.height, width=image.width, windows_w=windows_w, windows_per_image=per_image,
-                shift_h=sh, shift_w=sw, channels_per_part=q.shape[1] * q.shape[3])
+    (t, h, w), window, (st, sh, sw) = _as_3d(image.sizes, 1), _as_3d(image.window, 1), _as_3d(image.shift, 0)
+    counts = [-(-size // win) for size, win in zip((t, h, w), window)]
+    args = dict(depth=t, height=h, width=w, windows_w=counts[2], windows_per_image=math.prod(counts),
+                shift_t=st, shift_h=sh, shift_w=sw, channels_per_part=q.shape[1] * q.shape[3])
     # The orders differ only where there is padding: one kernel serves both elsewhere.
     constexprs = layout_constexprs(image.window, True, image.timm_order and image.padded, image.padded,
                                    image.reads_fill)
-    return _Layout(q.shape[0] * per_image, wh * ww, args, {**constexprs, "HAS_MASK": sh > 0 or sw > 0})
+    return _Layout(q.shape[0] * math.prod(counts), math.prod(window), args,
+                   {**constexprs, "HAS_MASK": any(image.shift)})
 
 
 def _operands(q: torch.Tensor, layout: _Layout, bias, mask, logit_scale, image: Optional[ImageLayout],
@@ -139,11 +145,11 @@ def window_attention_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     are assumed valid (see `window_attention`). logit_scale: (heads, 1, 1), any float
     type, for Swin-V2 cosine attention (scale is then ignored), or None for v1.
 
-    image: q, k, v are (B, heads, H * W, d) views of (B, H, W, .) maps (ImageLayout),
-    mask is None (the shift mask comes from the layout).
+    image: q, k, v are (B, heads, T * H * W, d) views of (B, [T,] H, W, .) maps
+    (ImageLayout), mask is None (the shift mask comes from the layout).
 
     Returns out (B_, heads, N, d) (a view of a contiguous (B_, N, heads, d) buffer;
-    with image, (B, heads, H * W, d), a view of a contiguous (B, H, W, C) map) and
+    with image, (B, heads, T * H * W, d), a view of a contiguous (B, [T,] H, W, C) map) and
     lse (windows, heads, N), contiguous, fp32 (fp64 for fp64 inputs).
     """
     q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
@@ -193,7 +199,8 @@ def window_attention_backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.
     if deterministic is None:
         deterministic = torch.are_deterministic_algorithms_enabled()
     cfg = tile_config(layout.n, q.shape[3], q.dtype, device_arch(q.device), image is not None,
-                      logit_scale is not None, image is not None and image.padded)
+                      logit_scale is not None, image is not None and image.padded,
+                      image is not None and len(image.window) == 3)
     # dbias and dlogit_scale are summed over each program's group of windows: the fused
     # backward's key-pass programs, or the split one's query-pass programs, a program a
     # (group, strip of query_rows queries): strips times as many, so larger groups.
@@ -272,7 +279,7 @@ def _key_block_scratch(q: torch.Tensor, lse: torch.Tensor, split: bool, stand_in
 def _padding_grads(dk: torch.Tensor, dv: torch.Tensor, image: ImageLayout) -> torch.Tensor:
     """Zeroed (B, padding rows, 2C) rows where the backward stores the padding tokens' dK
     and dV (rows of real tokens stay 0)."""
-    return dk.new_zeros(dk.shape[0], padding_rows(image.height, image.width, image.window),
+    return dk.new_zeros(dk.shape[0], padding_rows(image.sizes, image.window),
                         2 * dk.shape[1] * dk.shape[3])
 
 

@@ -28,7 +28,9 @@ QUERY_KEY_BYTES = 16 * 1024
 # ... and at most this many keys: its (16, keys) tiles of logits and dS stay in registers.
 # Half as many where the (N, N) bias rows are not 16-byte aligned (N not a multiple of
 # 4: scalar loads, an address each; sm_80 spilled 8-32 bytes at N = 343), and on padded
-# maps past 256 tokens (their padding tests: 248-255 registers at N = 1024, sm_80, 3.6).
+# maps past 256 tokens (their padding tests: 248-255 registers at N = 1024, sm_80, 3.6);
+# half again in 3D windows of a video map (three coordinates a key: 240-254 registers at
+# N = 392 and 343, 3.8).
 MAX_QUERY_KEYS = 256
 # ... and channels in blocks of at least 32: with 16 (head_dim <= 16), ptxas spills
 # 1-4 KB there at 255 registers, with 32 it needs about 210 (N = 343-576).
@@ -65,10 +67,10 @@ class TileConfig(NamedTuple):
 
 
 def tile_config(n: int, head_dim: int, dtype: torch.dtype, arch: int = 90, image: bool = False,
-                cosine: bool = False, padded: bool = False) -> TileConfig:
+                cosine: bool = False, padded: bool = False, video: bool = False) -> TileConfig:
     """Tiles and launch options for N tokens of head_dim channels (padded to a power of two)
     on sm_<arch>, for the window layout or the image layout (image; padded: a map with
-    padding), Swin-V1 or V2 (cosine).
+    padding; video: 3D windows of a video map), Swin-V1 or V2 (cosine).
 
     Forward: one tile, N rounded up to a power of two, when N <= 32, or, on sm_90 and
     newer, N <= 64 with rows of at most 64 bytes (Swin's 7x7 and 8x8 windows at head_dim
@@ -91,7 +93,7 @@ def tile_config(n: int, head_dim: int, dtype: torch.dtype, arch: int = 90, image
     fused = n <= block and block_d <= 128 and (block <= 32 or not (image and (cosine or padded)))
     query_block_d = max(MIN_QUERY_BLOCK_D, block_d)
     halve = n % 4 != 0 or (padded and n > MAX_QUERY_KEYS)
-    max_keys = MAX_QUERY_KEYS // 2 if halve else MAX_QUERY_KEYS
+    max_keys = MAX_QUERY_KEYS // 2 ** (halve + (image and video))
     # fp64 runs only in the interpreter (gradcheck): tiled as fp32 is.
     element = min(dtype.itemsize, 4)
     block_keys = _query_key_block(n, min(block_n, max_keys, max(16, QUERY_KEY_BYTES // (query_block_d * element))))
@@ -165,10 +167,12 @@ def backward_constexprs(cfg: TileConfig, sums: dict) -> Tuple[dict, Optional[dic
             dict(sums, BLOCK=cfg.query_rows, BLOCK_KEYS=cfg.block_keys, BLOCK_D=cfg.query_block_d))
 
 
-def layout_constexprs(window: Tuple[int, int] = (1, 1), image: bool = False, timm_order: bool = False,
+def layout_constexprs(window: Tuple[int, ...] = (1, 1), image: bool = False, timm_order: bool = False,
                       padded: bool = False, fill: bool = False) -> dict:
     """Compile-time arguments of the tensors' layout: the window layout by default; image,
-    the un-partitioned map with (wh, ww) windows, in timm's order or torchvision's, with
-    padding (padded) that reads a fill (fill)."""
-    return dict(IMAGE=image, WIN_H=window[0], WIN_W=window[1], TIMM_ORDER=timm_order, PADDED=padded,
+    the un-partitioned map with (wh, ww) or (wt, wh, ww) windows, in timm's order or
+    torchvision's, with padding (padded) that reads a fill (fill). Windows of depth 1
+    compile as 2D ones (the caller folds a video map's time into its batch)."""
+    win_t, win_h, win_w = (1,) * (3 - len(window)) + tuple(window)
+    return dict(IMAGE=image, WIN_T=win_t, WIN_H=win_h, WIN_W=win_w, TIMM_ORDER=timm_order, PADDED=padded,
                 HAS_FILL=fill)

@@ -11,16 +11,16 @@ from fastswin.ops.attention.tokens import block_rows, key_block, load_filled, qu
 
 @triton.jit(do_not_specialize=["windows", "windows_per_program"])
 def window_attention_bwd_query_kernel(
-        Q, K, V, BIAS, MASK, LOGIT_SCALE, FILL, OUT, LSE, DOUT, DQ, DQ_ACC, ROW_LSE, DBIAS, DLOGIT_SCALE,
-        stride_qb, stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn,
-        stride_ob, stride_oh, stride_on, stride_dob, stride_doh, stride_don, stride_dqb, stride_dqh, stride_dqn,
-        stride_dbias_slot, stride_dscale_slot, windows, heads, mask_windows, windows_per_program, scale,
-        height, width, windows_w, windows_per_image, shift_h, shift_w, channels_per_part,
-        N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
-        COSINE: tl.constexpr, BIAS_GRAD: tl.constexpr, ATOMIC_DBIAS: tl.constexpr, SCALE_GRAD: tl.constexpr,
-        ATOMIC_DSCALE: tl.constexpr, BLOCK: tl.constexpr, BLOCK_KEYS: tl.constexpr, BLOCK_D: tl.constexpr,
-        PRECISION: tl.constexpr, ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_H: tl.constexpr,
-        WIN_W: tl.constexpr, TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr, HAS_FILL: tl.constexpr):
+        Q, K, V, BIAS, MASK, LOGIT_SCALE, FILL, OUT, LSE, DOUT, DQ, DQ_ACC, ROW_LSE, DBIAS, DLOGIT_SCALE, stride_qb,
+        stride_qh, stride_qn, stride_kb, stride_kh, stride_kn, stride_vb, stride_vh, stride_vn, stride_ob, stride_oh,
+        stride_on, stride_dob, stride_doh, stride_don, stride_dqb, stride_dqh, stride_dqn, stride_dbias_slot,
+        stride_dscale_slot, windows, heads, mask_windows, windows_per_program, scale, depth, height, width, windows_w,
+        windows_per_image, shift_t, shift_h, shift_w, channels_per_part, N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr,
+        HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, COSINE: tl.constexpr, BIAS_GRAD: tl.constexpr,
+        ATOMIC_DBIAS: tl.constexpr, SCALE_GRAD: tl.constexpr, ATOMIC_DSCALE: tl.constexpr, BLOCK: tl.constexpr,
+        BLOCK_KEYS: tl.constexpr, BLOCK_D: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr,
+        IMAGE: tl.constexpr, WIN_T: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr, TIMM_ORDER: tl.constexpr,
+        PADDED: tl.constexpr, HAS_FILL: tl.constexpr):
     """One program per (group of windows_per_program windows, block of BLOCK queries, head
     h): for each block of BLOCK_KEYS keys, for each window of the group, the block's dS
     against those keys, so that the (BLOCK, BLOCK_KEYS) tile of dbias[h] is summed over
@@ -61,9 +61,9 @@ def window_attention_bwd_query_kernel(
             _renormalize_lse(Q + image * stride_qb + h * stride_qh, K + image * stride_kb + h * stride_kh, bias_ptr,
                              MASK + (b % mask_windows) * N_CTX * N_CTX, LSE + (b * heads + h) * N_CTX,
                              ROW_LSE + (b * heads + h) * N_CTX, stride_qn, stride_kn, k_fill, rows, channels,
-                             (b % windows_per_image).to(tl.int32), scale, height, width, windows_w,
-                             windows_per_image, shift_h, shift_w, N_CTX, HEAD_DIM, HAS_BIAS, HAS_MASK, COSINE,
-                             BLOCK_KEYS, PRECISION, ACC, IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED, HAS_FILL)
+                             (b % windows_per_image).to(tl.int32), scale, depth, height, width, windows_w,
+                             windows_per_image, shift_t, shift_h, shift_w, N_CTX, HEAD_DIM, HAS_BIAS, HAS_MASK, COSINE,
+                             BLOCK_KEYS, PRECISION, ACC, IMAGE, WIN_T, WIN_H, WIN_W, TIMM_ORDER, PADDED, HAS_FILL)
     lse_base = ROW_LSE if SPLIT_KEYS else LSE
     for key_start in range(0, N_CTX, BLOCK_KEYS):
         if SPLIT_KEYS:
@@ -78,15 +78,16 @@ def window_attention_bwd_query_kernel(
             q, q_norm, do, lse, delta, q_index, q_real = query_block(
                 Q + image * stride_qb + h * stride_qh, OUT + image * stride_ob + h * stride_oh,
                 DOUT + image * stride_dob + h * stride_doh, lse_base + (b * heads + h) * N_CTX, stride_qn, stride_on,
-                stride_don, rows, channels, window, height, width, windows_w, shift_h, shift_w, N_CTX, HEAD_DIM,
-                COSINE, ACC, IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
+                stride_don, rows, channels, window, depth, height, width, windows_w, shift_t, shift_h, shift_w, N_CTX,
+                HEAD_DIM, COSINE, ACC, IMAGE, WIN_T, WIN_H, WIN_W, TIMM_ORDER, PADDED)
             k, k_norm, v, k_index, k_real = key_block(
                 K + image * stride_kb + h * stride_kh, V + image * stride_vb + h * stride_vh, stride_kn, stride_vn,
-                k_fill, v_fill, keys, channels, window, height, width, windows_w, shift_h, shift_w, N_CTX, HEAD_DIM,
-                COSINE, ACC, IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED, HAS_FILL)
+                k_fill, v_fill, keys, channels, window, depth, height, width, windows_w, shift_t, shift_h, shift_w,
+                N_CTX, HEAD_DIM, COSINE, ACC, IMAGE, WIN_T, WIN_H, WIN_W, TIMM_ORDER, PADDED, HAS_FILL)
             additive, row_region, key_region = additive_terms(
-                bias_ptr, MASK + (b % mask_windows) * N_CTX * N_CTX, rows, keys, window, windows_w,
-                windows_per_image, shift_h, shift_w, N_CTX, HAS_BIAS, HAS_MASK, IMAGE, WIN_H, WIN_W, ACC)
+                bias_ptr, MASK + (b % mask_windows) * N_CTX * N_CTX, rows, keys, window, height, windows_w,
+                windows_per_image, shift_t, shift_h, shift_w, N_CTX, HAS_BIAS, HAS_MASK, IMAGE, WIN_T, WIN_H, WIN_W,
+                ACC)
             dq_ptr = DQ + image * stride_dqb + h * stride_dqh
             if SPLIT_KEYS:
                 _, ds = score_grads(q, k, v, do, lse, delta, keys, scale, additive, row_region, key_region, N_CTX,
@@ -118,27 +119,27 @@ def window_attention_bwd_query_kernel(
 
 @triton.jit
 def _renormalize_lse(q_ptr, k_ptr, bias_ptr, mask_ptr, lse_ptr, out_ptr, stride_qn, stride_kn, k_fill, rows, channels,
-                     window, scale, height, width, windows_w, windows_per_image, shift_h, shift_w,
+                     window, scale, depth, height, width, windows_w, windows_per_image, shift_t, shift_h, shift_w,
                      N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr,
                      COSINE: tl.constexpr, BLOCK_KEYS: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr,
-                     IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr, TIMM_ORDER: tl.constexpr,
-                     PADDED: tl.constexpr, HAS_FILL: tl.constexpr):
+                     IMAGE: tl.constexpr, WIN_T: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
+                     TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr, HAS_FILL: tl.constexpr):
     """out[rows] = lse + log(sum over every key of exp(S - lse)) for one window's block of
     queries: the lse against which this pass's own logits give rows of P that sum to 1."""
-    q_index, q_real = block_rows(window, rows, height, width, windows_w, shift_h, shift_w, N_CTX,
-                                 IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
+    q_index, q_real = block_rows(window, rows, depth, height, width, windows_w, shift_t, shift_h, shift_w, N_CTX,
+                                 IMAGE, WIN_T, WIN_H, WIN_W, TIMM_ORDER, PADDED)
     q, q_norm = normalized(load_rows(q_ptr, stride_qn, q_index, q_real, channels, HEAD_DIM), COSINE, ACC)
     lse = tl.load(lse_ptr + rows, mask=rows < N_CTX, other=0.0).to(ACC)
     total = tl.zeros((rows.shape[0],), ACC)
     for key_start in range(0, N_CTX, BLOCK_KEYS):
         keys = key_start + tl.arange(0, BLOCK_KEYS)
-        k_index, k_real = block_rows(window, keys, height, width, windows_w, shift_h, shift_w, N_CTX,
-                                     IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
+        k_index, k_real = block_rows(window, keys, depth, height, width, windows_w, shift_t, shift_h, shift_w, N_CTX,
+                                     IMAGE, WIN_T, WIN_H, WIN_W, TIMM_ORDER, PADDED)
         k, k_norm = normalized(load_filled(k_ptr, stride_kn, k_index, k_real, keys, k_fill, channels, N_CTX, HEAD_DIM,
                                       HAS_FILL), COSINE, ACC)
         additive, row_region, key_region = additive_terms(
-            bias_ptr, mask_ptr, rows, keys, window, windows_w, windows_per_image, shift_h, shift_w, N_CTX,
-            HAS_BIAS, HAS_MASK, IMAGE, WIN_H, WIN_W, ACC)
+            bias_ptr, mask_ptr, rows, keys, window, height, windows_w, windows_per_image, shift_t, shift_h, shift_w,
+            N_CTX, HAS_BIAS, HAS_MASK, IMAGE, WIN_T, WIN_H, WIN_W, ACC)
         s = logits(q, k, keys, scale, additive, row_region, key_region, N_CTX, PRECISION, ACC)
         total += tl.sum(tl.exp(s - lse[:, None]), 1)
     tl.store(out_ptr + rows, lse + tl.log(total), mask=rows < N_CTX)

@@ -9,9 +9,9 @@ from fastswin.ops.attention.tiles import load_pairs, store_rows
 
 
 @triton.jit
-def additive_terms(bias_ptr, mask_ptr, rows, keys, window, windows_w, windows_per_image, shift_h, shift_w,
-                   N_CTX: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, IMAGE: tl.constexpr,
-                   WIN_H: tl.constexpr, WIN_W: tl.constexpr, ACC: tl.constexpr):
+def additive_terms(bias_ptr, mask_ptr, rows, keys, window, height, windows_w, windows_per_image, shift_t, shift_h,
+                   shift_w, N_CTX: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_MASK: tl.constexpr, IMAGE: tl.constexpr,
+                   WIN_T: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr, ACC: tl.constexpr):
     """What is added to scale * q k^T on one (query, key) tile: (a tile, the rows' and
     the keys' shift-mask region codes); bias_ptr and mask_ptr point at this head's bias
     and this window's mask.
@@ -27,8 +27,10 @@ def additive_terms(bias_ptr, mask_ptr, rows, keys, window, windows_w, windows_pe
     if HAS_MASK and not IMAGE:
         additive += load_pairs(mask_ptr, rows, keys, N_CTX, ACC)
     if HAS_MASK and IMAGE:
-        return (additive, token_regions(window, rows, windows_w, windows_per_image, shift_h, shift_w, WIN_H, WIN_W),
-                token_regions(window, keys, windows_w, windows_per_image, shift_h, shift_w, WIN_H, WIN_W))
+        return (additive, token_regions(window, rows, height, windows_w, windows_per_image, shift_t, shift_h, shift_w,
+                                        WIN_T, WIN_H, WIN_W),
+                token_regions(window, keys, height, windows_w, windows_per_image, shift_t, shift_h, shift_w, WIN_T,
+                              WIN_H, WIN_W))
     else:
         return additive, tl.zeros_like(rows), tl.zeros_like(keys)
 

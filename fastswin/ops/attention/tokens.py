@@ -9,9 +9,9 @@ from fastswin.ops.attention.tiles import load_rows
 
 
 @triton.jit
-def block_rows(window, tokens, height, width, windows_w, shift_h, shift_w, N_CTX: tl.constexpr,
-               IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr, TIMM_ORDER: tl.constexpr,
-               PADDED: tl.constexpr):
+def block_rows(window, tokens, depth, height, width, windows_w, shift_t, shift_h, shift_w, N_CTX: tl.constexpr,
+               IMAGE: tl.constexpr, WIN_T: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
+               TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr):
     """Where a block of a window's tokens lives: (row index in its tensor, whether the row
     is real).
 
@@ -20,8 +20,8 @@ def block_rows(window, tokens, height, width, windows_w, shift_h, shift_w, N_CTX
     which gets a row of its own in a separate buffer (image_index.token_rows)."""
     in_window = tokens < N_CTX
     if IMAGE:
-        row, real = token_rows(window, tokens, height, width, windows_w, shift_h, shift_w,
-                               WIN_H, WIN_W, TIMM_ORDER, PADDED)
+        row, real = token_rows(window, tokens, depth, height, width, windows_w, shift_t, shift_h, shift_w,
+                               WIN_T, WIN_H, WIN_W, TIMM_ORDER, PADDED)
         return row.to(tl.int64), in_window & real
     else:
         return tokens, in_window
@@ -41,14 +41,15 @@ def load_filled(ptr, stride_row, index, real, tokens, fill_ptr, cols, N_CTX: tl.
 
 
 @triton.jit
-def key_block(K, V, stride_kn, stride_vn, k_fill, v_fill, keys, channels, window, height, width, windows_w,
+def key_block(K, V, stride_kn, stride_vn, k_fill, v_fill, keys, channels, window, depth, height, width, windows_w,
+              shift_t,
               shift_h, shift_w, N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, COSINE: tl.constexpr,
-              ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
+              ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_T: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
               TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr, HAS_FILL: tl.constexpr):
     """A block of keys and values as every pass reads it: (k, ||k|| under COSINE, v, the
     keys' row index, whether they are real rows)."""
-    k_index, k_real = block_rows(window, keys, height, width, windows_w, shift_h, shift_w, N_CTX,
-                                 IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
+    k_index, k_real = block_rows(window, keys, depth, height, width, windows_w, shift_t, shift_h, shift_w, N_CTX,
+                                 IMAGE, WIN_T, WIN_H, WIN_W, TIMM_ORDER, PADDED)
     k, k_norm = normalized(load_filled(K, stride_kn, k_index, k_real, keys, k_fill, channels, N_CTX,
                                        HEAD_DIM, HAS_FILL), COSINE, ACC)
     v = load_filled(V, stride_vn, k_index, k_real, keys, v_fill, channels, N_CTX, HEAD_DIM, HAS_FILL)
@@ -56,16 +57,16 @@ def key_block(K, V, stride_kn, stride_vn, k_fill, v_fill, keys, channels, window
 
 
 @triton.jit
-def query_block(Q, O, DO, LSE, stride_qn, stride_on, stride_don, rows, channels, window, height, width,
-                windows_w, shift_h, shift_w, N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, COSINE: tl.constexpr,
-                ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
+def query_block(Q, O, DO, LSE, stride_qn, stride_on, stride_don, rows, channels, window, depth, height, width,
+                windows_w, shift_t, shift_h, shift_w, N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, COSINE: tl.constexpr,
+                ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_T: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
                 TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr):
     """What the backward needs of a block of queries: (q, ||q|| under COSINE, dO, lse,
     D = rowsum(dO * O), the queries' row index, whether they are real rows).
 
     Padding queries (not real) read zeros: with dO = 0 they pass no gradient."""
-    index, real = block_rows(window, rows, height, width, windows_w, shift_h, shift_w, N_CTX,
-                             IMAGE, WIN_H, WIN_W, TIMM_ORDER, PADDED)
+    index, real = block_rows(window, rows, depth, height, width, windows_w, shift_t, shift_h, shift_w, N_CTX,
+                             IMAGE, WIN_T, WIN_H, WIN_W, TIMM_ORDER, PADDED)
     q, q_norm = normalized(load_rows(Q, stride_qn, index, real, channels, HEAD_DIM), COSINE, ACC)
     do = load_rows(DO, stride_don, index, real, channels, HEAD_DIM)
     o = load_rows(O, stride_on, index, real, channels, HEAD_DIM)

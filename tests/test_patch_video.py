@@ -1,0 +1,95 @@
+"""fastswin.patch on 3D Swins: torchvision's video Swin (ShiftedWindowAttention3d) and
+MONAI's SwinUNETR with spatial_dims=3. Every block replaced; outputs and every
+parameter's gradient equal to the library's own forward (float64, eval and train, drop
+path on, the same seed), with the library's window rule kept: windows and shifts shrunk
+where the map is no larger than the window, the bias sliced for the shrunk window."""
+import pytest
+import torch
+
+from helpers import KERNEL_DEVICE, random_tensor
+import fastswin
+
+video = pytest.importorskip("torchvision.models.video.swin_transformer")
+pytestmark = pytest.mark.usefixtures("fastswin_path_on_cpu")  # conftest.py
+
+
+def randomized(model):
+    with torch.no_grad():  # libraries zero-initialize biases and bias tables: randomize everything
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model
+
+
+def video_swin(window=(8, 7, 7)):
+    """Clips of 20 x 40 x 40, patch (2, 4, 4): a 10 x 10 x 10 token map (padded and shifted
+    in every dim), then 10 x 5 x 5 (the window shrinks to (8, 5, 5), shifted in time only);
+    heads (2, 4) of 8 channels."""
+    torch.manual_seed(0)
+    model = video.SwinTransformer3d(patch_size=[2, 4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2],
+                                    window_size=list(window), stochastic_depth_prob=0.2, num_classes=5)
+    return randomized(model).double()
+
+
+def outputs_and_grads(model, x, seed=7):
+    model.zero_grad()
+    torch.manual_seed(seed)  # the same drop path draws on both runs
+    out = model(x)
+    out.square().mean().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_patch_matches(model, x, blocks, kind, backend=None, tolerance=1e-10):
+    want_out, want_grads = outputs_and_grads(model, x)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    report = fastswin.patch(model, backend=backend)
+    assert len(report.replaced) == blocks and report.complete, str(report)
+    assert {e.kind for e in report.replaced} == {kind}
+    got_out, got_grads = outputs_and_grads(model, x)
+    torch.testing.assert_close(got_out, want_out, rtol=tolerance, atol=tolerance)
+    assert got_grads.keys() == want_grads.keys()
+    for name, grad in want_grads.items():
+        torch.testing.assert_close(got_grads[name], grad, rtol=10 * tolerance, atol=tolerance, msg=name)
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
+    assert len(fastswin.unpatch(model).replaced) == blocks
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+def test_patched_video_swin_matches_torchvision(train):
+    model = video_swin().train(train)
+    x = random_tensor((2, 3, 20, 40, 40), torch.float64, "cpu", 1)
+    assert_patch_matches(model, x, 4, "torchvision ShiftedWindowAttention3d")
+
+
+def test_patched_video_swin_on_the_fused_kernels():
+    """The Triton kernels forced (compiled on a GPU, interpreted here), at windows of
+    2 x 3 x 3 to keep the interpreter quick (clips of 10 x 28 x 28: 5 x 7 x 7 and 5 x 4 x 4
+    token maps, padded and shifted in every dim); fp64 in the interpreter, fp32 on a GPU."""
+    dtype = torch.float64 if KERNEL_DEVICE == "cpu" else torch.float32
+    model = video_swin(window=(2, 3, 3)).to(KERNEL_DEVICE, dtype).train()
+    x = random_tensor((1, 3, 10, 28, 28), dtype, KERNEL_DEVICE, 2)
+    assert_patch_matches(model, x, 4, "torchvision ShiftedWindowAttention3d", backend="triton",
+                         tolerance=1e-7 if dtype == torch.float64 else 1e-4)
+
+
+def test_video_swin_is_reported_on_the_fused_kernels():
+    model = video.swin3d_t().to(KERNEL_DEVICE)  # windows 8 x 7 x 7: N = 392, head_dim 32
+    report = fastswin.patch(model, backend="triton", strict=True)
+    assert len(report.replaced) == 12 and not report.not_replaced  # depths (2, 2, 6, 2)
+    assert all(e.fused and e.runs.startswith("the fused Triton kernels") for e in report.replaced)
+
+
+nets = pytest.importorskip("monai.networks.nets", reason="MONAI is not installed")
+
+
+@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("kwargs", [{}, dict(use_v2=True), dict(use_checkpoint=True)], ids=["v1", "v2", "checkpoint"])
+def test_patched_3d_swin_unetr_matches_monai(kwargs, train):
+    """64 x 32 x 32 volumes, patch 2: 32 x 16 x 16 and 16 x 8 x 8 token maps with window 7
+    (padded, shifted), then 8 x 4 x 4 (the window shrinks to 7 x 4 x 4, shifted in depth
+    only) and 4 x 2 x 2 (no shift); head_dim 4."""
+    torch.manual_seed(0)
+    model = nets.SwinUNETR(in_channels=1, out_channels=2, depths=(2, 2, 2, 2), feature_size=12,
+                           num_heads=(3, 3, 3, 3), spatial_dims=3, dropout_path_rate=0.2, **kwargs)
+    model = randomized(model).double().train(train)
+    x = random_tensor((1, 1, 64, 32, 32), torch.float64, "cpu", 3)
+    assert_patch_matches(model, x, 8, "monai SwinTransformerBlock", tolerance=1e-9)
