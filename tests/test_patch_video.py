@@ -78,18 +78,33 @@ def test_video_swin_is_reported_on_the_fused_kernels():
     assert all(e.fused and e.runs.startswith("the fused Triton kernels") for e in report.replaced)
 
 
+def test_patched_video_swin_compiles_fullgraph_without_recompiles():
+    """aot_eager traces the forward graph like inductor does, without compiling C++ on CPU;
+    a second batch size makes the batch dimension dynamic, a third must not recompile."""
+    torch._dynamo.reset()
+    model = video_swin().float().eval()
+    fastswin.patch(model)
+    compiled = torch.compile(model, fullgraph=True, backend="aot_eager")
+    with torch.no_grad():
+        for batch, recompile_is_error in ((1, False), (2, False), (3, True)):
+            x = random_tensor((batch, 3, 20, 40, 40), torch.float32, "cpu", batch)
+            with torch._dynamo.config.patch(error_on_recompile=recompile_is_error):
+                torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
+
+
 nets = pytest.importorskip("monai.networks.nets", reason="MONAI is not installed")
 
 
-@pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-@pytest.mark.parametrize("kwargs", [{}, dict(use_v2=True), dict(use_checkpoint=True)], ids=["v1", "v2", "checkpoint"])
+@pytest.mark.parametrize("kwargs, train", [({}, False), ({}, True), (dict(use_v2=True), True),
+                                           (dict(use_checkpoint=True), True)],
+                         ids=["v1-eval", "v1-train", "v2-train", "checkpoint-train"])
 def test_patched_3d_swin_unetr_matches_monai(kwargs, train):
     """64 x 32 x 32 volumes, patch 2: 32 x 16 x 16 and 16 x 8 x 8 token maps with window 7
     (padded, shifted), then 8 x 4 x 4 (the window shrinks to 7 x 4 x 4, shifted in depth
-    only) and 4 x 2 x 2 (no shift); head_dim 4."""
+    only) and 4 x 2 x 2 (no shift); MONAI's default feature_size 24 and heads: head_dim 8."""
     torch.manual_seed(0)
-    model = nets.SwinUNETR(in_channels=1, out_channels=2, depths=(2, 2, 2, 2), feature_size=12,
-                           num_heads=(3, 3, 3, 3), spatial_dims=3, dropout_path_rate=0.2, **kwargs)
+    model = nets.SwinUNETR(in_channels=1, out_channels=2, depths=(2, 2, 2, 2), feature_size=24, spatial_dims=3,
+                           dropout_path_rate=0.2, **kwargs)
     model = randomized(model).double().train(train)
     x = random_tensor((1, 1, 64, 32, 32), torch.float64, "cpu", 3)
     assert_patch_matches(model, x, 8, "monai SwinTransformerBlock", tolerance=1e-9)

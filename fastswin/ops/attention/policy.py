@@ -62,7 +62,7 @@ class TileConfig(NamedTuple):
     @property
     def key_blocks(self) -> int:
         """Key blocks of the query pass: with more than one, it carries each strip's dQ
-        across them in an fp32 scratch buffer (launch.window_attention_backward)."""
+        across them in a scratch buffer of the accumulator type (launch.window_attention_backward)."""
         return -(-self.n // self.block_keys)
 
 
