@@ -141,14 +141,9 @@ def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     return attn.softmax(dim=-1).to(v.dtype) @ v  # a wider bias (fp32 under fp16 q) widened the scores
 
 
-def effective_shift(height: int, width: int, window_size: Pair, shift_size: Pair) -> Pair:
-    """No shift along a dimension that the (padded) map fills with one window, nor on an
-    empty map."""
-    return effective_shifts((height, width), window_size, shift_size)
-
-
 def effective_shifts(sizes: Sizes, window_size: Sizes, shift_size: Sizes) -> Sizes:
-    """effective_shift for maps of any number of spatial dims."""
+    """The shift applied: none along a dimension that the (padded) map fills with one
+    window, nor on an empty map (any number of spatial dims)."""
     padded = padded_sizes(sizes, window_size)
     if 0 in padded:
         return (0,) * len(sizes)

@@ -95,8 +95,8 @@ def _gpu_cases() -> List[Case]:
         image(4, 100, 167, 96, 3, 7, 3, "timm", False),
         image(4, 100, 167, 96, 3, 7, 3, "timm", True),
         image(16, 64, 64, 96, 3, 16, 8, "torchvision", True),
-        # torchvision's video Swin-T, stage 1 of 16-frame clips: 8 x 7 x 7 windows (N = 392)
-        Case("shifted_window_attention 2x8x56x56x96/3 w8x7x7", [(2, 8, 56, 56, 3 * 96), (3, 392, 392)],
+        # torchvision's video Swin-T, stage 1: 8 x 7 x 7 windows (N = 392), 9 frames (padded, shifted in time)
+        Case("shifted_window_attention 2x9x56x56x96/3 w8x7x7", [(2, 9, 56, 56, 3 * 96), (3, 392, 392)],
              lambda qkv, bias, backend: ops.shifted_window_attention(qkv, 3, (8, 7, 7), (4, 3, 3), bias,
                                                                      backend=backend),
              exact=False),

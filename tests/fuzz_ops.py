@@ -57,6 +57,13 @@ def video_window_arg(rng: random.Random):
     return rng.choice([0, -1, (3, 3), (2,), (2, -1, 1), (2, 2, 2, 2), 7.0, "3", None, True, (np.int64(2), 3, 2)])
 
 
+def video_shift_arg(rng: random.Random, window):
+    """shift_arg for video windows: valid per dim (0 <= s < w) mostly, up to w + 1 sometimes."""
+    if isinstance(window, tuple) and all(type(w) is int and w > 0 for w in window) and rng.random() < 0.7:
+        return tuple(rng.randrange(0, w + (2 if rng.corrupt() else 0)) for w in window)
+    return shift_arg(rng, window)
+
+
 def shift_arg(rng: random.Random, window):
     kind = rng.random()
     if kind < 0.3:
@@ -144,7 +151,7 @@ def shifted_case(rng):
     C = heads * rng.choice([1, 4, 16]) if heads > 0 else 4
     video = rng.random() < 0.3
     window = video_window_arg(rng) if video else window_arg(rng)
-    shift = shift_arg(rng, window)
+    shift = video_shift_arg(rng, window) if video else shift_arg(rng, window)
     spatial = (size(rng, (0, 1, 2, 3, 5)),) * video + (size(rng), size(rng))
     qkv = tensor(rng, maybe_wrong_shape(rng, (size(rng, (0, 1, 2)), *spatial, 3 * C)))
     if isinstance(window, int) and window > 0:

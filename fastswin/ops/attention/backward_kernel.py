@@ -45,7 +45,7 @@ def window_attention_bwd_kernel(
     stride_dscale_slot == 0) or stored in the group's slot. DLOGIT_SCALE is
     ACC-typed (slots, heads), contiguous.
 
-    IMAGE: the tensors are (B, heads, H * W, d) views of the un-partitioned maps, as in
+    IMAGE: the tensors are (B, heads, T * H * W, d) views of the un-partitioned maps, as in
     the forward; dQ, dK, dV of padding tokens are not written there. FILL_GRAD: the
     padding keys' dK and values' dV (what the qkv bias they read receives) are stored
     at their own rows (token_rows) of DPAD, (B, padding rows, 2 * channels_per_part) in

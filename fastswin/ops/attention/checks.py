@@ -103,12 +103,19 @@ def windows_triton_reason(q: torch.Tensor, backend: Optional[str], training: boo
 # ----------------------------------------------------------------------------- image layout
 
 
-def check_map(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order) -> None:
-    """ValueError for image-layout inputs no backend can run (sizes already tuples of one
-    entry per spatial dim)."""
+def map_dims(qkv) -> int:
+    """The spatial dims of a qkv map, 2 or 3; ValueError for anything but (B, H, W, 3C)
+    and (B, T, H, W, 3C)."""
     if qkv.dim() not in (4, 5) or qkv.shape[-1] % 3:
         raise ValueError(f"fastswin.shifted_window_attention: qkv must be (B, H, W, 3C) or (B, T, H, W, 3C), got "
                          f"{tuple(qkv.shape)}")
+    return qkv.dim() - 2
+
+
+def check_map(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order) -> None:
+    """ValueError for image-layout inputs no backend can run (sizes already tuples of one
+    entry per spatial dim)."""
+    map_dims(qkv)
     if not qkv.dtype.is_floating_point:
         raise ValueError(f"fastswin.shifted_window_attention: qkv must be a float tensor, got {qkv.dtype}")
     C = qkv.shape[-1] // 3

@@ -22,7 +22,7 @@ def window_attention_fwd_kernel(
     LSE is contiguous (B_, heads, N). COSINE: q and k tiles normalized as loaded,
     scale = s_h from LOGIT_SCALE (heads,), contiguous.
 
-    IMAGE: Q, K, V, OUT are (B, heads, H * W, d) views of the un-partitioned maps and
+    IMAGE: Q, K, V, OUT are (B, heads, T * H * W, d) views of the un-partitioned maps and
     window b is window b % windows_per_image of image b // windows_per_image: rows are
     read from and written to their pixels (block_rows), padding keys and values read FILL
     (the qkv bias: k at channels_per_part + h * d, v at 2 * channels_per_part + h * d),

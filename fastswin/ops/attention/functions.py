@@ -16,8 +16,8 @@ from fastswin import reference
 from fastswin._extension import compiled_backend_reason
 from fastswin.backends import requested_backend, select_backend
 from fastswin.ops.arguments import IntPair, as_sizes
-from fastswin.ops.attention.checks import (check_logit_scale, check_map, check_windows, map_triton_reason,
-                                           needs_grad, windows_triton_reason)
+from fastswin.ops.attention.checks import (check_logit_scale, check_map, check_windows, map_dims,
+                                           map_triton_reason, needs_grad, windows_triton_reason)
 from fastswin.ops.attention.custom_ops import image_attention_op, window_attention_op
 from fastswin.ops.window_process import window_partition, window_partition_3d, window_reverse, window_reverse_3d
 
@@ -122,9 +122,10 @@ def _map_backends(num_heads, head_dim, window_size, dtype, device, backend, trai
 def shifted_window_attention_backend(num_heads: int, head_dim: int, window_size: IntPair, dtype: torch.dtype,
                                      device: torch.device, backend: Optional[str] = None, training: bool = False
                                      ) -> Tuple[str, Optional[str]]:
-    """Which backend shifted_window_attention runs maps of these sizes on (window_size: int,
-    (h, w) or, for video maps, (t, h, w)), by the op's own checks, and why the fused
-    Triton kernels do not (None where they do); training: with gradients.
+    """Which backend shifted_window_attention runs maps of these sizes on (window_size: an
+    int for a square 2D window, (h, w), or (t, h, w) for video maps), by the op's own
+    checks, and why the fused Triton kernels do not (None where they do); training: with
+    gradients.
 
     Raises BackendError where a forced backend cannot run them."""
     window_size = as_sizes(window_size, 3 if _is_triple(window_size) else 2, "window_size")
@@ -184,7 +185,7 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
         (B, [T,] H, W, C): the attention output at the original positions, before the
         output projection.
     """
-    dims = 3 if qkv.dim() == 5 else 2
+    dims = map_dims(qkv)
     window_size, shift_size = as_sizes(window_size, dims, "window_size"), as_sizes(shift_size, dims, "shift_size")
     check_map(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order)
     if qkv.numel() == 0:  # an empty map attends to nothing: the reference's empty result

@@ -81,6 +81,9 @@ def _layout(q: torch.Tensor, image: Optional[ImageLayout]) -> _Layout:
         args = dict(depth=1, height=1, width=1, windows_w=1, windows_per_image=1, shift_t=0, shift_h=0, shift_w=0,
                     channels_per_part=0)
         return _Layout(q.shape[0], q.shape[2], args, layout_constexprs())
+    if not len(image.sizes) == len(image.window) == len(image.shift) or image.window[:-2] == (1,):
+        raise ValueError(f"fastswin: an image layout takes (h, w) or (t, h, w) sizes, window and shift, a 3D window "
+                         f"at least 2 deep, got {image.sizes}, {image.window}, {image.shift}")
     (t, h, w), window, (st, sh, sw) = _as_3d(image.sizes, 1), _as_3d(image.window, 1), _as_3d(image.shift, 0)
     counts = [-(-size // win) for size, win in zip((t, h, w), window)]
     args = dict(depth=t, height=h, width=w, windows_w=counts[2], windows_per_image=math.prod(counts),

@@ -16,7 +16,7 @@ def block_rows(window, tokens, depth, height, width, windows_w, shift_t, shift_h
     is real).
 
     Window layout: rows of the (B_, heads, N, d) tensors, real inside the window. IMAGE:
-    rows of the (B, heads, H * W, d) view of the un-partitioned map, real unless padding,
+    rows of the (B, heads, T * H * W, d) view of the un-partitioned map, real unless padding,
     which gets a row of its own in a separate buffer (image_index.token_rows)."""
     in_window = tokens < N_CTX
     if IMAGE:
@@ -42,8 +42,7 @@ def load_filled(ptr, stride_row, index, real, tokens, fill_ptr, cols, N_CTX: tl.
 
 @triton.jit
 def key_block(K, V, stride_kn, stride_vn, k_fill, v_fill, keys, channels, window, depth, height, width, windows_w,
-              shift_t,
-              shift_h, shift_w, N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, COSINE: tl.constexpr,
+              shift_t, shift_h, shift_w, N_CTX: tl.constexpr, HEAD_DIM: tl.constexpr, COSINE: tl.constexpr,
               ACC: tl.constexpr, IMAGE: tl.constexpr, WIN_T: tl.constexpr, WIN_H: tl.constexpr, WIN_W: tl.constexpr,
               TIMM_ORDER: tl.constexpr, PADDED: tl.constexpr, HAS_FILL: tl.constexpr):
     """A block of keys and values as every pass reads it: (k, ||k|| under COSINE, v, the
