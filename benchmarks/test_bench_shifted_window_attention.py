@@ -15,7 +15,7 @@ import torch
 from bench_setup import BATCH, DEVICE
 from fastswin import ops
 from fastswin.bench_baselines import flex_shifted_window_attention, flex_unavailable
-from fastswin.benchmark import IMAGE_STAGES, image_attention_bytes, image_attention_inputs
+from fastswin.benchmark import IMAGE_STAGES, image_attention_bytes, image_attention_inputs, stage_shift
 
 DTYPES = (torch.float16, torch.bfloat16) if DEVICE.type == "cuda" else (torch.float32,)
 BENCH_BATCH = BATCH if DEVICE.type == "cuda" else 2
@@ -30,10 +30,10 @@ BACKENDS = {"eager": "reference", "composed": DEVICE.type, "fastswin": None}  # 
 def test_shifted_window_attention(run_benchmark, stage, mode, dtype, impl):
     if impl == "flex" and flex_unavailable(DEVICE, dtype):
         pytest.skip(flex_unavailable(DEVICE, dtype))
-    model, _, size, channels, heads, window, v2 = stage
-    qkv, bias, qkv_bias, logit_scale = image_attention_inputs(size, channels, heads, window, v2, BENCH_BATCH,
+    model, _, sizes, channels, heads, window, v2 = stage
+    qkv, bias, qkv_bias, logit_scale = image_attention_inputs(sizes, channels, heads, window, v2, BENCH_BATCH,
                                                               DEVICE, dtype)
-    shift = window // 2 if size > window else 0
+    shift = stage_shift(sizes, window)
 
     def attend(x, b):
         if impl == "flex":
@@ -46,6 +46,6 @@ def test_shifted_window_attention(run_benchmark, stage, mode, dtype, impl):
         run_benchmark(lambda: attend(qkv, bias), image_attention_bytes(qkv, mode), **info)
         return
     leaves = (qkv.requires_grad_(), bias.requires_grad_())
-    grad = torch.randn(*qkv.shape[:3], channels, device=DEVICE, dtype=dtype)
+    grad = torch.randn(*qkv.shape[:-1], channels, device=DEVICE, dtype=dtype)
     run_benchmark(lambda: torch.autograd.grad(attend(*leaves), leaves, grad), image_attention_bytes(qkv, mode),
                   **info)

@@ -83,12 +83,13 @@ def flex_cosine_window_attention(q, k, v, logit_scale, bias, mask, attend: Optio
                   score_mod=swin_score_mod(bias, mask, head_scale))
 
 
-def flex_shifted_window_attention(qkv, heads: int, window: int, shift: int, bias, logit_scale=None,
-                                  qkv_bias=None, attend: Optional[Callable] = None):
+def flex_shifted_window_attention(qkv, heads: int, window: reference.Sizes, shift: reference.Sizes, bias,
+                                  logit_scale=None, qkv_bias=None, attend: Optional[Callable] = None):
     """The eager image-layout composition (pad, roll, partition, attention, reverse, roll
-    back, crop; torchvision's order) with FlexAttention as the attention."""
+    back, crop; torchvision's order) with FlexAttention as the attention. window, shift:
+    (h, w), or (t, h, w) on video maps."""
     return reference.compose_shifted_window_attention(
-        qkv, heads, (window, window), (shift, shift), bias, logit_scale, qkv_bias, "torchvision",
+        qkv, heads, window, shift, bias, logit_scale, qkv_bias, "torchvision",
         partition=reference.window_partition, reverse=reference.merge_windows,
         attention=functools.partial(flex_window_attention, attend=attend),
         cosine_attention=functools.partial(flex_cosine_window_attention, attend=attend))
@@ -142,7 +143,8 @@ def attention_baselines(device: torch.device, dtype: torch.dtype, with_compile: 
     return baselines
 
 
-def image_baselines(device: torch.device, dtype: torch.dtype, heads: int, window: int, shift: int,
+def image_baselines(device: torch.device, dtype: torch.dtype, heads: int, window: reference.Sizes,
+                    shift: reference.Sizes,
                     logit_scale, qkv_bias, with_compile: bool) -> Dict[str, Callable]:
     """Image-layout baselines, each called as fn(qkv, bias): the eager reference path,
     fastswin's composed backend (partition kernel + fused window attention + reverse),
@@ -157,5 +159,5 @@ def image_baselines(device: torch.device, dtype: torch.dtype, heads: int, window
                                                                        qkv_bias)
     if with_compile:
         baselines["compile"] = torch.compile(lambda x, b: reference.shifted_window_attention(
-            x, heads, (window, window), (shift, shift), b, logit_scale, qkv_bias))
+            x, heads, window, shift, b, logit_scale, qkv_bias))
     return baselines

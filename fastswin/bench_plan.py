@@ -59,9 +59,10 @@ def _cpu_plan(size: str) -> BenchPlan:
                      benchmark.IMAGE_STAGES, [benchmark.TINY_MODEL], 2, 10)
 
 
-# A GPU's stages: every Swin stage and the large windows (benchmark.LARGE_WINDOW_STAGES).
+# A GPU's stages: every Swin stage, the video Swin's 3D windows (image layout) and the large
+# windows (benchmark.LARGE_WINDOW_STAGES).
 GPU_ATTENTION_STAGES = benchmark.ATTENTION_STAGES + benchmark.LARGE_WINDOW_STAGES
-GPU_IMAGE_STAGES = benchmark.IMAGE_STAGES + benchmark.LARGE_IMAGE_STAGES
+GPU_IMAGE_STAGES = benchmark.IMAGE_STAGES + benchmark.VIDEO_IMAGE_STAGES + benchmark.LARGE_IMAGE_STAGES
 
 
 def _cuda_plan(size: str) -> BenchPlan:

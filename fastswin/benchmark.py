@@ -6,6 +6,7 @@ run; on CUDA, timing uses events after a warm-up, so it synchronizes.
 """
 import contextlib
 import functools
+import math
 import statistics
 import time
 from dataclasses import asdict, dataclass
@@ -228,16 +229,19 @@ def window_attention_rows(device: torch.device, dtype: torch.dtype, batch: int, 
 
 # ----------------------------------------------------------------------------- shifted-window attention on the image layout
 
-# (model, stage, map size, channels, heads, window, v2) at the models' native resolution
-# (SwinV2-T window 16: stages 1-3, as in ATTENTION_STAGES).
+# (model, stage, map sizes, channels, heads, window, v2) at the models' native resolution
+# (SwinV2-T window 16: stages 1-3, as in ATTENTION_STAGES); sizes and windows are (h, w),
+# or (t, h, w) on video maps.
 IMAGE_STAGES = [
-    (model, stage + 1, size >> stage, channels << stage, heads << stage, window, v2)
+    (model, stage + 1, (size >> stage,) * 2, channels << stage, heads << stage, (window,) * 2, v2)
     for model, size, channels, heads, window, v2, stages in (
         ("swin_t", 56, 96, 3, 7, False, 4), ("swin_b", 56, 128, 4, 7, False, 4), ("swinv2_t", 64, 96, 3, 8, True, 4),
         ("swinv2_t_w16", 64, 96, 3, 16, True, 3))
     for stage in range(stages)
 ]
-LARGE_IMAGE_STAGES = [("swinv2_b_384", 1, 96, 128, 4, 24, True)]  # as LARGE_WINDOW_STAGES
+# torchvision's swin3d_t, stage 1 of a 16-frame 224 px clip: 8 x 7 x 7 windows (N = 392).
+VIDEO_IMAGE_STAGES = [("swin3d_t", 1, (8, 56, 56), 96, 3, (8, 7, 7), False)]
+LARGE_IMAGE_STAGES = [("swinv2_b_384", 1, (96, 96), 128, 4, (24, 24), True)]  # as LARGE_WINDOW_STAGES
 
 
 def kernel_backend(device: torch.device) -> Optional[str]:
@@ -247,14 +251,20 @@ def kernel_backend(device: torch.device) -> Optional[str]:
     return "triton" if device.type == "cuda" else None
 
 
-def image_attention_inputs(size: int, channels: int, heads: int, window: int, v2: bool, batch: int, device, dtype):
-    """A block's qkv map (B, H, W, 3C), its relative-position bias, qkv bias and (v2) logit scale."""
-    n = window * window
-    qkv = torch.randn(batch, size, size, 3 * channels, device=device, dtype=dtype)
+def image_attention_inputs(sizes: Tuple[int, ...], channels: int, heads: int, window: Tuple[int, ...], v2: bool,
+                           batch: int, device, dtype):
+    """A block's qkv map (B, *sizes, 3C), its relative-position bias, qkv bias and (v2) logit scale."""
+    n = math.prod(window)
+    qkv = torch.randn(batch, *sizes, 3 * channels, device=device, dtype=dtype)
     bias = torch.randn(heads, n, n, device=device, dtype=dtype)
     qkv_bias = torch.randn(3 * channels, device=device, dtype=dtype)
     logit_scale = torch.log(10 * torch.ones(heads, 1, 1, device=device)) if v2 else None
     return qkv, bias, qkv_bias, logit_scale
+
+
+def stage_shift(sizes: Tuple[int, ...], window: Tuple[int, ...]) -> Tuple[int, ...]:
+    """Half a window along each dim the map is larger than the window (the models' rule)."""
+    return tuple(w // 2 if s > w else 0 for s, w in zip(sizes, window))
 
 
 def image_attention_bytes(qkv: torch.Tensor, mode: str) -> int:
@@ -273,11 +283,11 @@ def shifted_window_attention_rows(device: torch.device, dtype: torch.dtype, batc
     composition (partition kernel + fused window attention + reverse), the eager path with
     FlexAttention (where it runs) and torch.compile of the eager path."""
     rows = []
-    for model, stage, size, channels, heads, window, v2 in stages:
-        qkv, bias, qkv_bias, logit_scale = image_attention_inputs(size, channels, heads, window, v2, batch, device,
+    for model, stage, sizes, channels, heads, window, v2 in stages:
+        qkv, bias, qkv_bias, logit_scale = image_attention_inputs(sizes, channels, heads, window, v2, batch, device,
                                                                   dtype)
-        shift = window // 2 if size > window else 0
-        case = f"{model}.s{stage} {batch}x{size}x{size}x{channels}"
+        shift = stage_shift(sizes, window)
+        case = f"{model}.s{stage} {'x'.join(map(str, (batch, *sizes, channels)))}"
         impls = image_baselines(device, dtype, heads, window, shift, logit_scale, qkv_bias, with_compile)
 
         def fast(x, b):
@@ -288,7 +298,7 @@ def shifted_window_attention_rows(device: torch.device, dtype: torch.dtype, batc
                          {name: (lambda f=fn: f(qkv, bias)) for name, fn in impls.items()}, device, repeats,
                          image_attention_bytes(qkv, "fwd"), bandwidth=bandwidth)
         leaves = [qkv.detach().clone().requires_grad_(), bias.detach().clone().requires_grad_()]
-        grad = torch.randn(*qkv.shape[:3], channels, device=device, dtype=dtype)
+        grad = torch.randn(*qkv.shape[:-1], channels, device=device, dtype=dtype)
         rows += _compare("shifted_window_attention", case, "fwd+bwd", dtype, _fwd_bwd(fast, leaves, grad),
                          {name: _fwd_bwd(fn, leaves, grad) for name, fn in impls.items()}, device, repeats,
                          image_attention_bytes(qkv, "fwd+bwd"), bandwidth=bandwidth)

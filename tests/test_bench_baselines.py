@@ -4,6 +4,7 @@ Run with flex_attention uncompiled (its math path, on CPU): the score_mod and th
 composition around it are what is checked here; compiling them is Inductor's part, and
 on a GPU `fastswin bench` first probes that the compiled one runs.
 """
+import math
 import warnings
 
 import pytest
@@ -64,19 +65,20 @@ def test_flex_cosine_window_attention_is_the_reference(eager_flex):
     torch.testing.assert_close(out, reference.cosine_window_attention(q, k, v, logit_scale, bias, mask), **TOL)
 
 
+@pytest.mark.parametrize("sizes, window, shift", [((10, 9), (4, 4), (2, 2)), ((5, 6, 7), (2, 3, 4), (1, 1, 2))],
+                         ids=["2d", "3d"])
 @pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
-def test_flex_shifted_window_attention_is_the_reference(eager_flex, v2):
-    """A padded, shifted 10 x 9 map: the composition around flex is the eager one."""
+def test_flex_shifted_window_attention_is_the_reference(eager_flex, v2, sizes, window, shift):
+    """Padded, shifted maps (a video map in 3D windows too): the composition around flex is the eager one."""
     torch.manual_seed(0)
-    heads, window, shift = 2, 4, 2
-    qkv = torch.randn(2, 10, 9, 3 * heads * 16)
-    bias = torch.randn(heads, window * window, window * window)
+    heads, n = 2, math.prod(window)
+    qkv = torch.randn(2, *sizes, 3 * heads * 16)
+    bias = torch.randn(heads, n, n)
     qkv_bias = torch.randn(qkv.shape[-1])
     logit_scale = torch.log(10 * torch.ones(heads, 1, 1)) if v2 else None
     out = bench_baselines.flex_shifted_window_attention(qkv, heads, window, shift, bias, logit_scale, qkv_bias,
                                                         attend=eager_flex)
-    expected = reference.shifted_window_attention(qkv, heads, (window, window), (shift, shift), bias, logit_scale,
-                                                  qkv_bias)
+    expected = reference.shifted_window_attention(qkv, heads, window, shift, bias, logit_scale, qkv_bias)
     torch.testing.assert_close(out, expected, **TOL)
 
 

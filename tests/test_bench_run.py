@@ -28,10 +28,11 @@ def test_default_plan_is_sized_for_the_device():
     assert gpu.dtypes == [torch.bfloat16] and gpu.compile_stages == {"swin_t.s1"}
     # the large windows on a GPU only (their eager baseline takes seconds on a CPU)
     assert names(gpu.attention_stages)[-1] == names(gpu.image_stages)[-1] == "swinv2_b_384.s1"
+    assert "swin3d_t.s1" in names(gpu.image_stages) and "swin3d_t.s1" not in names(full.image_stages)
     assert "swinv2_b_384.s1" not in names(full.attention_stages + full.image_stages)
     assert gpu_full.dtypes == [torch.float16, torch.bfloat16]
     assert gpu_full.compile_stages == set(names(benchmark.ATTENTION_STAGES + benchmark.IMAGE_STAGES
-                                                + benchmark.LARGE_WINDOW_STAGES))
+                                                + benchmark.VIDEO_IMAGE_STAGES + benchmark.LARGE_WINDOW_STAGES))
 
 
 def test_plan_overrides():
