@@ -168,7 +168,7 @@ def pad_map(x: torch.Tensor, window_size: Sizes, fill: Optional[torch.Tensor] = 
 
 def compose_shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias,
                                      order, partition, reverse, attention, cosine_attention,
-                                     attention_mask=region_mask):
+                                     attention_mask=region_mask, always_shift=False):
     """Shifted-window attention as the sequence of window ops it stands for, each
     one given as a callable (the reference's, or fastswin's fused ops): partition as
     window_partition, reverse as merge_windows, and the shift mask from
@@ -183,7 +183,8 @@ def compose_shifted_window_attention(qkv, num_heads, window_size, shift_size, bi
     if qkv.numel() == 0:  # an empty map attends to nothing (and its windows cannot say their batch)
         return qkv[..., :C].clone()
     dims = tuple(range(1, len(sizes) + 1))
-    shift, no_shift = effective_shifts(sizes, window_size, shift_size), (0,) * len(sizes)
+    shift = tuple(shift_size) if always_shift else effective_shifts(sizes, window_size, shift_size)
+    no_shift = (0,) * len(sizes)
     if order == "torchvision":  # pad, then roll (inside partition)
         windows = partition(pad_map(qkv, window_size, qkv_bias), window_size, shift)
     else:  # roll, then pad
@@ -206,14 +207,16 @@ def compose_shifted_window_attention(qkv, num_heads, window_size, shift_size, bi
 
 def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Sizes, shift_size: Sizes,
                              bias: Optional[torch.Tensor] = None, logit_scale: Optional[torch.Tensor] = None,
-                             qkv_bias: Optional[torch.Tensor] = None, order: str = "torchvision") -> torch.Tensor:
+                             qkv_bias: Optional[torch.Tensor] = None, order: str = "torchvision",
+                             always_shift: bool = False) -> torch.Tensor:
     """Shifted-window attention on the image layout, between a block's qkv and proj linears.
 
     qkv: (B, H, W, 3C), or a video map (B, T, H, W, 3C) with 3D windows and shifts;
     channels [q | k | v] x heads x head_dim. Returns (B, [T,] H, W, C).
     order "torchvision": pad to multiples of the window, roll by -shift, partition,
     attend, reverse, roll back, crop. order "timm": roll, pad, ..., crop, roll back.
-    No shift along a dimension the padded map fills with one window. Padded
+    No shift along a dimension the padded map fills with one window (torchvision's
+    rule), unless always_shift (timm's and Hugging Face's: the shift given). Padded
     positions read qkv_bias (3C,), what the qkv Linear gives a zero token, or zeros.
     v1 attention (scale head_dim^-0.5) with bias (heads, N, N) and the shift
     mask; v2 cosine attention when logit_scale (heads, 1, 1) is given.
@@ -221,7 +224,7 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Siz
     return compose_shifted_window_attention(
         qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order,
         partition=window_partition, reverse=merge_windows,
-        attention=window_attention, cosine_attention=cosine_window_attention)
+        attention=window_attention, cosine_attention=cosine_window_attention, always_shift=always_shift)
 
 
 def token_pixels(sizes: Sizes, window_size: Sizes, shift_size: Sizes, order: str):

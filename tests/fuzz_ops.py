@@ -162,10 +162,12 @@ def shifted_case(rng):
     qkv_bias = None if rng.random() < 0.5 else tensor(rng, maybe_wrong_shape(rng, (3 * C,)))
     logit_scale = None if rng.random() < 0.6 else tensor(rng, maybe_wrong_shape(rng, (max(heads, 1), 1, 1)))
     order = rng.choice(["torchvision", "timm", "timm", "bogus"]) if rng.random() < 0.5 else "torchvision"
+    always_shift = rng.random() < 0.3  # timm's / MaskFormer's rule: shifts of one-window dims kept
     text = (f"shifted_window_attention(qkv{tuple(qkv.shape)} {qkv.dtype}, {heads}, {window!r}, {shift!r}, "
-            f"{describe((bias, qkv_bias, logit_scale))}, {order})")
+            f"{describe((bias, qkv_bias, logit_scale))}, {order}, always_shift={always_shift})")
     return text, BACKENDS, lambda backend: ops.shifted_window_attention(
-        qkv, heads, window, shift, bias, logit_scale=logit_scale, qkv_bias=qkv_bias, order=order, backend=backend)
+        qkv, heads, window, shift, bias, logit_scale=logit_scale, qkv_bias=qkv_bias, order=order,
+        always_shift=always_shift, backend=backend)
 
 
 CASES = [partition_case, reverse_case, window_attention_case, cosine_case, shifted_case]

@@ -3,7 +3,7 @@ and gradients in float64, on padded, non-square and single-window maps."""
 import pytest
 import torch
 
-from helpers import random_tensor
+from helpers import INTERPRETED, KERNEL_DEVICE, random_tensor
 import fastswin.nn as fnn
 from fastswin.nn.functional import window_attention_map
 
@@ -67,16 +67,37 @@ def test_block_matches_timm(v2, case):
 
 
 @pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
-def test_block_runs_the_fused_op(v2, monkeypatch):
-    """The divisible and padded cases go through fastswin.ops, not the unfused composition."""
+@pytest.mark.parametrize("case", BLOCK_CASES, ids=str)
+def test_block_runs_the_fused_op(v2, case, monkeypatch):
+    """Every case goes through fastswin.ops (a shift timm keeps on a one-window dimension
+    too: always_shift), not an unfused composition."""
     calls = []
     import fastswin.nn.functional as functional
     real = functional.ops.shifted_window_attention
     monkeypatch.setattr(functional.ops, "shifted_window_attention",
-                        lambda *a, **k: calls.append(k["order"]) or real(*a, **k))
-    _, ours = timm_and_fastswin_blocks(v2, BLOCK_CASES[1])
-    ours(random_tensor((1, 15, 13, 16), torch.float64, "cpu", 4))
-    assert calls == ["timm"]
+                        lambda *a, **k: calls.append((k["order"], k["always_shift"])) or real(*a, **k))
+    _, ours = timm_and_fastswin_blocks(v2, case)
+    ours(random_tensor((1, *case[:2], 16), torch.float64, "cpu", 4))
+    assert calls == [("timm", True)]
+
+
+@pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
+@pytest.mark.parametrize("case", [BLOCK_CASES[4], BLOCK_CASES[5]], ids=["always_partition", "dynamic_size"])
+def test_kept_shift_on_the_fused_kernels_matches_timm(v2, case):
+    """The Triton kernels (compiled on a GPU, interpreted here) shift and mask a dimension
+    the padded map fills with one window where timm does: outputs and every gradient."""
+    theirs, ours = timm_and_fastswin_blocks(v2, case)
+    dtype = torch.float64 if INTERPRETED else torch.float32
+    ours.to(KERNEL_DEVICE, dtype).backend = "triton"
+    x = random_tensor((2, *case[:2], 16), torch.float64, "cpu", 12)
+    grad = random_tensor((2, *case[:2], 16), torch.float64, "cpu", 13)
+    want_out, want_dx, want_grads = outputs_and_grads(theirs, x, grad)
+    got_out, got_dx, got_grads = outputs_and_grads(ours, x.to(KERNEL_DEVICE, dtype), grad.to(KERNEL_DEVICE, dtype))
+    tolerance = dict(rtol=1e-7, atol=1e-7) if INTERPRETED else dict(rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(got_out.cpu().double(), want_out, **tolerance)
+    torch.testing.assert_close(got_dx.cpu().double(), want_dx, **tolerance)
+    for name in want_grads:
+        torch.testing.assert_close(got_grads[name].cpu().double(), want_grads[name], **tolerance, msg=name)
 
 
 @pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])

@@ -9,6 +9,7 @@ import torch
 
 from helpers import KERNEL_DEVICE
 import fastswin
+from fastswin.integrations import _core
 from fastswin.integrations._core import PREFIX
 
 timm = pytest.importorskip("timm")
@@ -51,19 +52,22 @@ def test_a_size_the_kernels_cannot_run_is_reported_and_strict_refuses():
     assert len(report.replaced) == 4 and all(not e.fused and "head_dim 2" in e.runs for e in report.replaced)
 
 
-def test_an_unpredicted_fallback_is_logged_once_per_module(caplog):
-    """A module reported on the fused kernels that then gets a map they do not run (here
-    one smaller than the window, whose shift timm keeps and the fused op would drop) logs
-    one warning naming it; the calls the report predicted log nothing."""
+def test_an_unpredicted_fallback_is_logged_once_per_module(caplog, monkeypatch):
+    """A module reported on the fused kernels whose op then picks another backend (as for a
+    device or dtype the report did not see; simulated here, where the interpreter runs any
+    map it is given) logs one warning naming it; the calls the report predicted log nothing."""
     model = tiny_timm(32).to(KERNEL_DEVICE).eval()
     fastswin.patch(model, backend="triton", strict=True)
     block = model.layers[0].blocks[1]  # window 4, shift 2
     with caplog.at_level(logging.WARNING, logger="fastswin"), torch.no_grad():
         model(torch.randn(1, 3, 64, 64, device=KERNEL_DEVICE))
+        block._attn(torch.randn(1, 3, 3, 32, device=KERNEL_DEVICE))  # a map smaller than the window, shifted: fused
         assert not caplog.records
-        small = torch.randn(1, 3, 3, 32, device=KERNEL_DEVICE)
-        block._attn(small)
-        block._attn(small)
+        monkeypatch.setattr(_core.ops, "shifted_window_attention_backend",
+                            lambda *args, **kwargs: ("cuda", "a device the report did not see"))
+        other = torch.randn(1, 5, 5, 32, device=KERNEL_DEVICE)  # a new map size: checked again
+        block._attn(other)
+        block._attn(other)
     (record,) = caplog.records
     message = record.getMessage()
-    assert "layers.0.blocks.1 was reported on the fused kernels but runs fastswin's unfused composition" in message
+    assert "layers.0.blocks.1 was reported on the fused kernels but runs cuda: a device the report" in message

@@ -77,6 +77,18 @@ def test_orders_differ_only_when_padded():
                                ops.shifted_window_attention(qkv, 3, 7, 3, order="timm"))
 
 
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_always_shift_differs_only_on_one_window_dims(backend):
+    """A 5 x 12 map in 7 x 4 windows is one window tall: torchvision's rule drops the shift
+    along H, always_shift keeps it (timm's and MaskFormer's blocks: test_nn.py and the
+    patch tests check it against them); on a 14 x 12 map both shift alike."""
+    for height, same in ((5, False), (14, True)):
+        qkv = random_tensor((1, height, 12, 24), torch.float64, "cpu", 45)
+        dropped, kept = (ops.shifted_window_attention(qkv, 2, (7, 4), (3, 2), always_shift=always, backend=backend)
+                         for always in (False, True))
+        assert torch.allclose(dropped, kept) == same
+
+
 @pytest.mark.parametrize("kwargs, message", [
     (dict(qkv=torch.zeros(1, 7, 7, 10)), "must be \\(B, H, W, 3C\\)"),
     (dict(num_heads=5), "not divisible by num_heads"),

@@ -15,7 +15,6 @@ import torch.nn as nn
 
 from fastswin import ops
 from fastswin.backends import BackendError, logger, requested_backend
-from fastswin.nn.functional import shift_is_dropped
 
 # Instance attributes a patch adds all start with PREFIX (none is a parameter, buffer or submodule).
 PREFIX = "_fastswin_"
@@ -130,17 +129,15 @@ def runs_on(module: nn.Module, target: Target, backend: Optional[str]) -> Tuple[
     return runs + ("" if trains == "triton" else f"; with gradients the {trains} backend, not fused: {why}"), True
 
 
-def warn_if_unpredicted(module: nn.Module, qkv: torch.Tensor, num_heads: int, window, shift=None) -> None:
+def warn_if_unpredicted(module: nn.Module, qkv: torch.Tensor, num_heads: int, window) -> None:
     """Log one warning per module when the report said it runs the fused kernels but this
-    call will not (a device, dtype or window size the report did not see). shift: the
-    shift the library keeps (nn.functional.window_attention_map's callers), None where
-    the library drops it as the op does."""
+    call will not (a device, dtype or window size the report did not see)."""
     name, fused = module.__dict__.get(REPORTED_ATTR, ("", False))
     if not fused or WARNED_ATTR in module.__dict__ or torch.compiler.is_compiling():
         return
     # Checked once per device, dtype and map size, not on every forward (calls with
     # gradients past auto's training limit run as the report said).
-    key = (qkv.device, qkv.dtype, tuple(qkv.shape[1:]), tuple(window), None if shift is None else tuple(shift))
+    key = (qkv.device, qkv.dtype, tuple(qkv.shape[1:]), tuple(window))
     if module.__dict__.get(CHECKED_ATTR) == key:
         return
     module.__dict__[CHECKED_ATTR] = key
@@ -150,8 +147,6 @@ def warn_if_unpredicted(module: nn.Module, qkv: torch.Tensor, num_heads: int, wi
                                                               module.__dict__.get(BACKEND_ATTR))
     except BackendError as error:  # the op raises it in a moment
         chosen, reason = "nothing", str(error)
-    if shift is not None and shift_is_dropped(qkv.shape[1:-1], tuple(window), tuple(shift)):
-        chosen, reason = "fastswin's unfused composition", "the library shifts a map the fused op would not"
     if chosen != "triton":
         module.__dict__[WARNED_ATTR] = True
         logger.warning("fastswin: %s was reported on the fused kernels but runs %s: %s (%s, %s, window %s)",

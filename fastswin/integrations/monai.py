@@ -41,7 +41,7 @@ def _fused_part1(block: nn.Module, x: torch.Tensor, mask_matrix: Optional[torch.
     x = block.norm1(x)
     window, shift = sys.modules[MODULE].get_window_size(tuple(x.shape[1:-1]), block.window_size, block.shift_size)
     qkv = F.linear(x, attn.qkv.weight, attn.qkv.bias)
-    warn_if_unpredicted(block, qkv, attn.num_heads, window, shift)
+    warn_if_unpredicted(block, qkv, attn.num_heads, window)
     out = window_attention_map(qkv, attn.num_heads, window, shift, bias=_sliced_bias(attn, math.prod(window)),
                                qkv_bias=attn.qkv.bias, order="torchvision", backend=getattr(block, BACKEND_ATTR))
     return attn.proj_drop(attn.proj(out))

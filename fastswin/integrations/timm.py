@@ -38,7 +38,7 @@ def _fused_attn(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     v2 = hasattr(attn, "cpb_mlp")
     qkv_bias = v2_qkv_bias(attn.q_bias, attn.k_bias, attn.v_bias) if v2 else attn.qkv.bias
     qkv = F.linear(x, attn.qkv.weight, qkv_bias)
-    warn_if_unpredicted(block, qkv, attn.num_heads, block.window_size, block.shift_size)
+    warn_if_unpredicted(block, qkv, attn.num_heads, block.window_size)
     out = window_attention_map(qkv, attn.num_heads, tuple(block.window_size), tuple(block.shift_size),
                                bias=_v2_bias(attn) if v2 else _v1_bias(attn),
                                logit_scale=attn.logit_scale if v2 else None, qkv_bias=qkv_bias, order="timm",

@@ -154,7 +154,7 @@ def _attention(layer: nn.Module, layout: _Layout, x: torch.Tensor) -> torch.Tens
     weight, qkv_bias = _qkv_projection(layout.qkv(layer))
     qkv = torch.nn.functional.linear(x, weight, qkv_bias)
     window, shift = int(layer.window_size), int(layer.shift_size)
-    warn_if_unpredicted(layer, qkv, layout.num_heads(layer), (window, window), (shift, shift))
+    warn_if_unpredicted(layer, qkv, layout.num_heads(layer), (window, window))
     out = window_attention_map(qkv, layout.num_heads(layer), (window, window), (shift, shift),
                                bias=layout.bias(layer), logit_scale=layout.logit_scale(layer), qkv_bias=qkv_bias,
                                order="torchvision", backend=getattr(layer, BACKEND_ATTR))

@@ -1,15 +1,11 @@
 """Shifted-window attention of a whole (B, [T,] H, W, 3C) qkv map, as the Swin blocks
-of fastswin.nn and the patched timm / Hugging Face / MONAI blocks call it.
+of fastswin.nn and the patched timm / Hugging Face / MONAI blocks call it: the fused
+op (fastswin.ops.shifted_window_attention) with the shift the block gives kept along
+every dimension (timm with ``always_partition=True`` or an input smaller than the block
+was built for, and Hugging Face's MaskFormer, shift maps of one window too).
 
-The fused op (fastswin.ops.shifted_window_attention) covers every case but two,
-which run an explicit (unfused) composition here instead:
-
-- attention dropout in training: the fused op has no dropout on the attention
-  probabilities;
-- a shift kept along a dimension that the padded map fills with one window.
-  The fused op follows torchvision and drops such a shift; timm (with
-  ``always_partition=True`` or an input smaller than the block was built for)
-  and Hugging Face (``always_partition=True``) roll and mask there anyway.
+Attention dropout in training runs an explicit (unfused) composition instead: the
+fused op has no dropout on the attention probabilities.
 """
 from typing import Optional, Tuple
 
@@ -19,12 +15,6 @@ import torch.nn.functional as F
 from fastswin import ops, reference
 
 Sizes = Tuple[int, ...]  # (h, w) or (t, h, w)
-
-
-def shift_is_dropped(sizes: Sizes, window_size: Sizes, shift_size: Sizes) -> bool:
-    """Whether the fused op would drop a non-zero shift of a map of these spatial sizes
-    ((H, W) or (T, H, W))."""
-    return reference.effective_shifts(tuple(sizes), window_size, shift_size) != tuple(shift_size)
 
 
 def window_attention_map(qkv: torch.Tensor, num_heads: int, window_size: Sizes, shift_size: Sizes, *,
@@ -49,36 +39,20 @@ def window_attention_map(qkv: torch.Tensor, num_heads: int, window_size: Sizes, 
     Returns:
         (B, [T,] H, W, C), the attention output at the original positions, before proj.
     """
-    if attn_drop > 0 or shift_is_dropped(qkv.shape[1:-1], window_size, shift_size):
+    if attn_drop > 0:
         return _unfused(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order, attn_drop)
     return ops.shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale=logit_scale,
-                                        qkv_bias=qkv_bias, order=order, backend=backend)
+                                        qkv_bias=qkv_bias, order=order, always_shift=True, backend=backend)
 
 
 def _unfused(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order, attn_drop):
-    """Roll / pad / partition / attend / reverse step by step (see the module docstring for when)."""
-    sizes, C = tuple(qkv.shape[1:-1]), qkv.shape[-1] // 3
-    dims, back = tuple(range(1, len(sizes) + 1)), tuple(shift_size)
-    shifted, forth = any(back), tuple(-s for s in back)
-    if order == "torchvision":
-        x = reference.pad_map(qkv, window_size, qkv_bias)
-        x = torch.roll(x, forth, dims) if shifted else x
-    else:
-        x = torch.roll(qkv, forth, dims) if shifted else qkv
-        x = reference.pad_map(x, window_size, qkv_bias)
-    windows = reference.window_partition(x, window_size)
-    q, k, v = windows.reshape(windows.shape[0], -1, 3, num_heads, C // num_heads).permute(2, 0, 3, 1, 4)
-    mask = reference.region_mask(sizes, window_size, back, qkv.device, qkv.dtype) if shifted else None
-    out = _attention_with_dropout(q, k, v, bias, mask, logit_scale, attn_drop)
-    out = out.transpose(1, 2).reshape(-1, *window_size, C)
-    padded = reference.padded_sizes(sizes, window_size)
-    out = reference.merge_windows(out, window_size, padded)
-    crop = (slice(None), *[slice(0, size) for size in sizes])
-    if order == "torchvision":
-        out = torch.roll(out, back, dims) if shifted else out
-        return out[crop].contiguous()
-    out = out[crop]
-    return torch.roll(out, back, dims) if shifted else out.contiguous()
+    """The reference composition (roll, pad, partition, attend, reverse) with attention dropout."""
+    return reference.compose_shifted_window_attention(
+        qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order,
+        partition=reference.window_partition, reverse=reference.merge_windows,
+        attention=lambda q, k, v, b, mask: _attention_with_dropout(q, k, v, b, mask, None, attn_drop),
+        cosine_attention=lambda q, k, v, scale, b, mask: _attention_with_dropout(q, k, v, b, mask, scale, attn_drop),
+        always_shift=True)
 
 
 def _attention_with_dropout(q, k, v, bias, mask, logit_scale, attn_drop):

@@ -158,7 +158,7 @@ def _cached_shift_mask(sizes, window_size, shift_size, device, dtype) -> torch.T
 def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: IntPair, shift_size: IntPair,
                              bias: Optional[torch.Tensor] = None, *, logit_scale: Optional[torch.Tensor] = None,
                              qkv_bias: Optional[torch.Tensor] = None, order: str = "torchvision",
-                             backend: Optional[str] = None) -> torch.Tensor:
+                             always_shift: bool = False, backend: Optional[str] = None) -> torch.Tensor:
     """Shifted-window attention of a (B, H, W, 3C) qkv map, or of a (B, T, H, W, 3C) video
     map in 3D windows, in place of roll, pad, partition, window attention, reverse and
     crop.
@@ -168,7 +168,8 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
             un-partitioned map; channels ordered [q | k | v] x heads x head_dim.
         num_heads: heads; head_dim = C / num_heads.
         window_size, shift_size: int or (h, w); for video maps int or (t, h, w). No shift
-            along a dimension that the padded map fills with one window.
+            along a dimension that the padded map fills with one window (torchvision's
+            rule), unless always_shift.
         bias: (heads, N, N) relative-position bias (N = wh * ww, or wt * wh * ww),
             differentiable.
         logit_scale: (heads, 1, 1), the raw Swin-V2 parameter: cosine attention with
@@ -178,6 +179,8 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
             zero token); zeros when None.
         order: "torchvision" (pad, then roll) or "timm" (roll, then pad); they differ
             only on maps that are not multiples of the window.
+        always_shift: shift (and mask) along every dimension as given, as timm with
+            always_partition=True and Hugging Face's MaskFormer do on small maps.
         backend: "auto", "triton" (the fused image-layout kernels), "cuda", "cpu" or
             "reference" (see the module docstring).
 
@@ -190,26 +193,26 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
     check_map(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order)
     if qkv.numel() == 0:  # an empty map attends to nothing: the reference's empty result
         return reference.shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale,
-                                                  qkv_bias, order)
+                                                  qkv_bias, order, always_shift)
     chosen = select_backend("shifted_window_attention", backend,
                             _map_backends(num_heads, qkv.shape[-1] // (3 * num_heads), window_size, qkv.dtype,
                                           qkv.device, backend, needs_grad(qkv, bias, logit_scale, qkv_bias)))
     if chosen == "triton":
-        shift = reference.effective_shifts(qkv.shape[1:-1], window_size, shift_size)
+        shift = shift_size if always_shift else reference.effective_shifts(qkv.shape[1:-1], window_size, shift_size)
         # bias and qkv_bias are read in their own dtype (fp32 parameters under autocast keep
         # their precision) and their gradients come back in it.
         return image_attention_op(qkv, bias, logit_scale, qkv_bias, num_heads, list(window_size), list(shift),
                                   order == "timm")[0]
     if chosen == "reference":
         return reference.shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale,
-                                                  qkv_bias, order)
+                                                  qkv_bias, order, always_shift)
     partition, reverse = _window_kernels(dims, chosen)
     return reference.compose_shifted_window_attention(
         qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order, partition, reverse,
         # cpu / cuda name the partition kernels; the attention between them picks its own
         # (auto, not $FASTSWIN_BACKEND, which may name a backend that has no attention).
         attention=lambda q, k, v, bias, mask: window_attention(q, k, v, bias, mask, backend="auto"),
-        cosine_attention=reference.cosine_window_attention, attention_mask=_shift_mask)
+        cosine_attention=reference.cosine_window_attention, attention_mask=_shift_mask, always_shift=always_shift)
 
 
 def _window_kernels(dims: int, backend: str):
