@@ -7,17 +7,11 @@ import pytest
 import torch
 
 from helpers import KERNEL_DEVICE, random_tensor
+from patch_checks import assert_patch_matches, randomized
 import fastswin
 
 video = pytest.importorskip("torchvision.models.video.swin_transformer")
 pytestmark = pytest.mark.usefixtures("fastswin_path_on_cpu")  # conftest.py
-
-
-def randomized(model):
-    with torch.no_grad():  # libraries zero-initialize biases and bias tables: randomize everything
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model
 
 
 def video_swin(window=(8, 7, 7)):
@@ -28,29 +22,6 @@ def video_swin(window=(8, 7, 7)):
     model = video.SwinTransformer3d(patch_size=[2, 4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2],
                                     window_size=list(window), stochastic_depth_prob=0.2, num_classes=5)
     return randomized(model).double()
-
-
-def outputs_and_grads(model, x, seed=7):
-    model.zero_grad()
-    torch.manual_seed(seed)  # the same drop path draws on both runs
-    out = model(x)
-    out.square().mean().backward()
-    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
-
-
-def assert_patch_matches(model, x, blocks, kind, backend=None, tolerance=1e-10):
-    want_out, want_grads = outputs_and_grads(model, x)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    report = fastswin.patch(model, backend=backend)
-    assert len(report.replaced) == blocks and report.complete, str(report)
-    assert {e.kind for e in report.replaced} == {kind}
-    got_out, got_grads = outputs_and_grads(model, x)
-    torch.testing.assert_close(got_out, want_out, rtol=tolerance, atol=tolerance)
-    assert got_grads.keys() == want_grads.keys()
-    for name, grad in want_grads.items():
-        torch.testing.assert_close(got_grads[name], grad, rtol=10 * tolerance, atol=tolerance, msg=name)
-    assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
-    assert len(fastswin.unpatch(model).replaced) == blocks
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
