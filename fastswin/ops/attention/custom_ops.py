@@ -9,7 +9,7 @@ that torch.compile traces through them, and autograd:
 A custom op cannot return None: empty tensors stand for the gradients not asked for.
 """
 import math
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
@@ -89,13 +89,13 @@ def _heads_view(x: torch.Tensor, num_heads: int) -> torch.Tensor:
     return x.reshape(B, -1, num_heads, C // num_heads).transpose(1, 2)
 
 
-def _folded(x: torch.Tensor, window_size, shift_size):
-    """(map, window, shift) as the kernels take them: a video map whose windows have
-    depth 1 (so no shift in time) is a 2D map of B * T images, with its windows in the
+def _folded(maps: Sequence[torch.Tensor], window_size, shift_size):
+    """(maps, window, shift) as the kernels take them: video maps whose windows have
+    depth 1 (so no shift in time) are 2D maps of B * T images, with their windows in the
     same order."""
     if len(window_size) == 3 and window_size[0] == 1:
-        return x.flatten(0, 1), tuple(window_size[1:]), tuple(shift_size[1:])
-    return x, tuple(window_size), tuple(shift_size)
+        return [x.flatten(0, 1) for x in maps], tuple(window_size[1:]), tuple(shift_size[1:])
+    return list(maps), tuple(window_size), tuple(shift_size)
 
 
 def _image_layout(qkv, window_size, shift_size, timm_order, qkv_bias) -> ImageLayout:
@@ -115,7 +115,7 @@ def _windows(qkv: torch.Tensor, window_size) -> int:
 def image_attention_op(qkv: torch.Tensor, bias: Optional[torch.Tensor], logit_scale: Optional[torch.Tensor],
                        qkv_bias: Optional[torch.Tensor], num_heads: int, window_size: List[int],
                        shift_size: List[int], timm_order: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    folded, window, shift = _folded(qkv, window_size, shift_size)
+    (folded,), window, shift = _folded([qkv], window_size, shift_size)
     q, k, v = _qkv_views(folded, num_heads)
     out, lse = window_attention_forward(q, k, v, bias, None, _scale(qkv, num_heads), logit_scale,
                                         image=_image_layout(folded, window, shift, timm_order, qkv_bias))
@@ -135,12 +135,11 @@ def image_attention_backward_op(grad_out: torch.Tensor, qkv: torch.Tensor, out: 
                                 qkv_bias: Optional[torch.Tensor], num_heads: int, window_size: List[int],
                                 shift_size: List[int], timm_order: bool, bias_grad: bool, scale_grad: bool,
                                 fill_grad: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    folded, window, shift = _folded(qkv, window_size, shift_size)
+    (folded, grad_out, out), window, shift = _folded([qkv, grad_out, out], window_size, shift_size)
     q, k, v = _qkv_views(folded, num_heads)
     dqkv = torch.empty_like(folded, memory_format=torch.contiguous_format)
     grads = window_attention_backward(
-        _heads_view(_folded(grad_out, window_size, shift_size)[0], num_heads), q, k, v,
-        _heads_view(_folded(out, window_size, shift_size)[0], num_heads), lse, bias, None,
+        _heads_view(grad_out, num_heads), q, k, v, _heads_view(out, num_heads), lse, bias, None,
         _scale(qkv, num_heads), bias_grad, logit_scale=logit_scale, logit_scale_grad=scale_grad,
         image=_image_layout(folded, window, shift, timm_order, qkv_bias), fill_grad=fill_grad,
         grads=tuple(_qkv_views(dqkv, num_heads)))
