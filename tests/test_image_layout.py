@@ -53,10 +53,13 @@ CASES = [((14, 14), (7, 7), (3, 3)), ((13, 17), (7, 7), (3, 3)), ((9, 10), (4, 5
 VIDEO_CASES = [((16, 14, 14), (8, 7, 7), (4, 3, 3)), ((9, 13, 10), (8, 7, 7), (4, 3, 3)),
                ((5, 7, 9), (2, 3, 4), (1, 0, 2)), ((6, 5, 8), (3, 2, 3), (0, 1, 0)), ((4, 6, 6), (2, 3, 3), (0, 0, 0)),
                ((7, 9, 5), (3, 4, 2), (2, 0, 1)), ((3, 7, 7), (2, 7, 7), (1, 0, 0))]
+# Shifts kept along dims of one window (always_shift: timm, MaskFormer), some past the map.
+KEPT_SHIFT_CASES = [((2, 9), (7, 7), (3, 3)), ((1, 5), (7, 4), (3, 2)), ((3, 3), (4, 4), (2, 2)),
+                    ((8, 8), (12, 12), (6, 6)), ((2, 6, 7), (4, 3, 4), (3, 1, 2))]
 
 
 @pytest.mark.parametrize("order", ["torchvision", "timm"])
-@pytest.mark.parametrize("case", CASES + VIDEO_CASES, ids=str)
+@pytest.mark.parametrize("case", CASES + VIDEO_CASES + KEPT_SHIFT_CASES, ids=str)
 def test_token_rows_match_the_reference(case, order):
     sizes, window, shift = case
     row, real, region = run_token_rows(sizes, window, shift, order)

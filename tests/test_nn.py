@@ -18,6 +18,7 @@ BLOCK_CASES = [
     (7, 7, (7, 7), 7, 3, False),      # one window: timm drops the shift
     (7, 9, (7, 9), 7, 3, True),       # always_partition: timm keeps the shift on a one-window dimension
     (10, 6, (14, 14), 7, 3, False),   # input smaller than built for (dynamic size)
+    (2, 9, (14, 14), 7, 3, False),    # and a map shorter than the shift timm keeps
 ]
 
 
@@ -82,7 +83,7 @@ def test_block_runs_the_fused_op(v2, case, monkeypatch):
 
 
 @pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
-@pytest.mark.parametrize("case", [BLOCK_CASES[4], BLOCK_CASES[5]], ids=["always_partition", "dynamic_size"])
+@pytest.mark.parametrize("case", BLOCK_CASES[4:], ids=["always_partition", "dynamic_size", "shorter_than_shift"])
 def test_kept_shift_on_the_fused_kernels_matches_timm(v2, case):
     """The Triton kernels (compiled on a GPU, interpreted here) shift and mask a dimension
     the padded map fills with one window where timm does: outputs and every gradient."""
@@ -172,7 +173,7 @@ def test_v1_set_input_size_resamples_the_bias_table():
 
 @pytest.mark.parametrize("order", ["timm", "torchvision"])
 def test_kept_shift_composition_matches_torchvision_order(order):
-    """The unfused path with a shift the fused op would keep equals the fused op (both orders)."""
+    """The dropout path without dropout and window_attention_map equal the op (both orders)."""
     qkv = random_tensor((2, 13, 10, 24), torch.float64, "cpu", 10)
     bias = random_tensor((2, 16, 16), torch.float64, "cpu", 11)
     qkv_bias = random_tensor((24,), torch.float64, "cpu", 12)

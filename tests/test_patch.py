@@ -201,7 +201,7 @@ def test_transformers_attention_weights_fall_back(version):
 
 
 def test_transformers_always_partition_keeps_the_shift():
-    """HF's always_partition rolls and masks even a map that is one window tall (fastswin's unfused path)."""
+    """HF's always_partition rolls and masks even a map that is one window tall (the op's always_shift)."""
     model = build("transformers", "v1").double().eval()
     layer = model.swin.encoder.layers[0].blocks[1]
     assert (layer.window_size, layer.shift_size) == (4, 2)

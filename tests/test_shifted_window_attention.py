@@ -168,12 +168,12 @@ def image_inputs(case, dtype, v2, with_qkv_bias, seed=60):
     return [qkv, bias, logit_scale, qkv_bias]
 
 
-def run_image_attention(inputs, case, order, grad, backend):
+def run_image_attention(inputs, case, order, grad, backend, always_shift=False):
     """Output and the gradients of every input given (None where an input is None)."""
     _, _, _, _, heads, window, shift = case
     leaves = [None if t is None else t.detach().clone().requires_grad_() for t in inputs]
     out = ops.shifted_window_attention(leaves[0], heads, window, shift, leaves[1], logit_scale=leaves[2],
-                                       qkv_bias=leaves[3], order=order, backend=backend)
+                                       qkv_bias=leaves[3], order=order, always_shift=always_shift, backend=backend)
     given = [t for t in leaves if t is not None]
     grads = iter(torch.autograd.grad(out, given, grad.to(out.dtype)))
     return out.detach(), [None if t is None else next(grads) for t in leaves]
@@ -189,6 +189,19 @@ def image_case_ids(case):
 @pytest.mark.parametrize("case", IMAGE_CASES, ids=image_case_ids)
 def test_triton_image_layout_matches_reference(case, order, with_qkv_bias, v2, poisoned_outputs):
     check_image_layout(case, order, with_qkv_bias, v2, torch.float32)
+
+
+# Shifts kept along dims of one window (always_shift: timm, Hugging Face, MaskFormer): a map
+# shorter than the shift, MaskFormer's 8 x 8 stage in one 12 x 12 window, a window taller than the map.
+KEPT_SHIFT_CASES = [(2, 2, 9, 32, 2, (7, 7), (3, 3)), (1, 8, 8, 32, 1, (12, 12), (6, 6)),
+                    (1, 5, 12, 32, 1, (7, 4), (3, 2))]
+
+
+@pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
+@pytest.mark.parametrize("order", ["torchvision", "timm"])
+@pytest.mark.parametrize("case", KEPT_SHIFT_CASES, ids=image_case_ids)
+def test_triton_kept_shift_matches_reference(case, order, v2, poisoned_outputs):
+    check_image_layout(case, order, True, v2, torch.float32, always_shift=True)
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES[1:], ids=KERNEL_DTYPE_IDS[1:])
@@ -230,14 +243,14 @@ def test_gpu_sized_maps_match_reference(case, order, v2, dtype, poisoned_outputs
     check_image_layout(case, order, True, v2, dtype)
 
 
-def check_image_layout(case, order, with_qkv_bias, v2, dtype):
+def check_image_layout(case, order, with_qkv_bias, v2, dtype, always_shift=False):
     inputs = image_inputs(case, dtype, v2, with_qkv_bias)
     B, H, W, C = case[:4]
     grad = random_tensor((B, H, W, C), torch.float64, KERNEL_DEVICE, 70)
-    got_out, got_grads = run_image_attention(inputs, case, order, grad, "triton")
-    same_out, same_grads = run_image_attention(inputs, case, order, grad, "reference")
+    got_out, got_grads = run_image_attention(inputs, case, order, grad, "triton", always_shift)
+    same_out, same_grads = run_image_attention(inputs, case, order, grad, "reference", always_shift)
     exact_out, exact_grads = run_image_attention([None if t is None else t.double() for t in inputs], case, order,
-                                                 grad, "reference")
+                                                 grad, "reference", always_shift)
     assert_close_to_reference("out", got_out, same_out, exact_out, dtype)
     names = ["dqkv", "dbias", "dlogit_scale", "dqkv_bias"]
     for name, got, same, exact in zip(names, got_grads, same_grads, exact_grads):

@@ -179,8 +179,9 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
             zero token); zeros when None.
         order: "torchvision" (pad, then roll) or "timm" (roll, then pad); they differ
             only on maps that are not multiples of the window.
-        always_shift: shift (and mask) along every dimension as given, as timm with
-            always_partition=True and Hugging Face's MaskFormer do on small maps.
+        always_shift: shift (and mask) along every dimension as given, as timm and
+            Hugging Face do with always_partition=True or on maps smaller than built for,
+            and MaskFormer always.
         backend: "auto", "triton" (the fused image-layout kernels), "cuda", "cpu" or
             "reference" (see the module docstring).
 

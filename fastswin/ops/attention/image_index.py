@@ -22,7 +22,8 @@ two regions along it, so the kernels compare window-local codes instead
 (token_regions; up to 8 codes a window, of 27 regions in a video map).
 
 The kernels take 0 <= shift < window (Swin's shifts), so every wrap-around is one
-subtraction. `token_rows` and `token_regions` are the Triton form;
+subtraction (timm's order first takes the shift modulo the un-padded map's size: a
+shift kept along a dim of one window may pass a map smaller than it). `token_rows` and `token_regions` are the Triton form;
 fastswin.reference.token_pixels the PyTorch one the tests compare them with.
 """
 import math
@@ -115,12 +116,12 @@ def token_rows(window, tokens, depth, height, width, windows_w, shift_t, shift_h
     padded_t = tl.cdiv(depth, WIN_T) * WIN_T
     padded_h = tl.cdiv(height, WIN_H) * WIN_H
     padded_w = tl.cdiv(width, WIN_W) * WIN_W
-    if TIMM_ORDER:
+    if TIMM_ORDER:  # the un-padded map rolls: by the shift modulo its size (a kept shift may pass it)
         real = (p_h < height) & (p_w < width)
         if WIN_T > 1:
             real = real & (p_t < depth)
-        t = _wrap(p_t + shift_t, depth) if WIN_T > 1 else 0
-        h, w = _wrap(p_h + shift_h, height), _wrap(p_w + shift_w, width)
+        t = _wrap(p_t + shift_t % depth, depth) if WIN_T > 1 else 0
+        h, w = _wrap(p_h + shift_h % height, height), _wrap(p_w + shift_w % width, width)
     else:
         t = _wrap(p_t + shift_t, padded_t) if WIN_T > 1 else 0
         h, w = _wrap(p_h + shift_h, padded_h), _wrap(p_w + shift_w, padded_w)
