@@ -282,6 +282,7 @@ def _ddp_worker(rank, world, init_file, x, y, out_dir):
     nn.functional.cross_entropy(ddp(x[shard]), y[shard]).backward()
     if rank == 0:
         torch.save({n: p.grad for n, p in model.named_parameters()}, os.path.join(out_dir, "grads.pt"))
+    dist.barrier()  # no rank tears gloo down while the other still talks (a rare SIGABRT at exit)
     dist.destroy_process_group()
 
 

@@ -36,6 +36,7 @@ def _worker(rank, world, init_file, x, y, out_dir):
     dist.all_gather(losses, loss.detach().float())
     if rank == 0:
         torch.save({"grads": grads, "loss": sum(losses) / world}, os.path.join(out_dir, "fsdp.pt"))
+    dist.barrier()  # no rank tears gloo down while the other still talks (a rare SIGABRT at exit)
     dist.destroy_process_group()
 
 
