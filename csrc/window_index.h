@@ -184,4 +184,62 @@ FASTSWIN_HD int64_t source_row_offset(const WindowGeometry& g, const RowStrides&
          static_cast<int64_t>(j) * src.s3;
 }
 
+// ---------------------------------------------------------------------------------------
+// Shifted-window attention on the image layout: where token (k, i, j) of a window
+// (counted within its image) reads its q, k, v, and its shift-mask region. The rolled,
+// padded map holds at position p = (window origin + token) per dim:
+// - torchvision's order (pad, then roll): the padded map's pixel (p + s) mod Pp,
+//   padding where that is past the map;
+// - timm's order (roll, then pad): padding where p is past the map, else pixel
+//   (p + s mod size) mod size (a shift kept along a one-window dim may pass the map).
+// `shift` here is the shift as given (0 <= shift < window), not the geometry's.
+
+template <typename index_t>
+FASTSWIN_HD bool attention_source_coord(index_t p, int64_t shift, int64_t size, int64_t padded,
+                                        bool timm_order, index_t& pixel) {
+  if (timm_order) {
+    pixel = rolled_forward(p, size > 0 ? shift % size : 0, size);
+    return p < static_cast<index_t>(size);
+  }
+  pixel = rolled_forward(p, shift, padded);
+  return pixel < static_cast<index_t>(size);
+}
+
+// Region of rolled position p along a dim, as the shift mask numbers them: 0 before
+// the last window, 1 before the last `shift` positions, 2 in them; one region unshifted.
+template <typename index_t>
+FASTSWIN_HD index_t attention_region_along(index_t p, int64_t shift, int64_t win, int64_t padded) {
+  if (shift == 0) return 0;
+  return p < static_cast<index_t>(padded - win) ? 0 : (p < static_cast<index_t>(padded - shift) ? 1 : 2);
+}
+
+// Token `token` of window `window` (both within one image): its pixel (t, h, w) and
+// whether it is one (else a padding token), and its region code (equal codes attend
+// to each other). `shift_*` as given, see above.
+template <bool kVideo, typename index_t>
+FASTSWIN_HD bool attention_token_source(const WindowGeometry& g, int64_t shift_d, int64_t shift_h,
+                                        int64_t shift_w, bool timm_order, index_t window, index_t token,
+                                        index_t& t, index_t& h, index_t& w, index_t& region) {
+  const index_t win_h = static_cast<index_t>(g.win_h), win_w = static_cast<index_t>(g.win_w);
+  const index_t windows_w = static_cast<index_t>(g.windows_w);
+  const index_t j = token % win_w, wx = window % windows_w;
+  index_t i = (token / win_w) % win_h, wy = window / windows_w;
+  const index_t pw = wx * win_w + j;
+  bool real = attention_source_coord(pw, shift_w, g.width, g.padded_w, timm_order, w);
+  region = attention_region_along(pw, shift_w, g.win_w, g.padded_w);
+  index_t ph;
+  t = 0;
+  if constexpr (kVideo) {
+    const index_t windows_h = static_cast<index_t>(g.windows_h);
+    const index_t pt = (wy / windows_h) * static_cast<index_t>(g.win_d) + token / (win_w * win_h);
+    wy %= windows_h;
+    real &= attention_source_coord(pt, shift_d, g.depth, g.padded_d, timm_order, t);
+    region += 9 * attention_region_along(pt, shift_d, g.win_d, g.padded_d);
+  }
+  ph = wy * win_h + i;
+  real &= attention_source_coord(ph, shift_h, g.height, g.padded_h, timm_order, h);
+  region += 3 * attention_region_along(ph, shift_h, g.win_h, g.padded_h);
+  return real;
+}
+
 }  // namespace fastswin

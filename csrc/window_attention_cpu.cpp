@@ -1,0 +1,291 @@
+// Shifted-window attention straight on the image layout, CPU forward: each task (one
+// window of one image) gathers its tokens' q, k, v rows from the (B, [T,] H, W, 3C) map
+// (wrap-around, padding tokens reading qkv_bias, both orders: window_index.h), attends
+// head by head in cache-resident buffers (Swin v1, or v2's cosine attention), and
+// writes its real tokens' output rows to their pixels. No rolled, padded or
+// partitioned copy and no mask tensor. Also returns the log-sum-exp of every row's
+// logits, (B * nW, heads, N) in the accumulation type, for a backward to recompute P.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <vector>
+
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include "window_index.h"
+
+namespace fastswin {
+namespace {
+
+constexpr double kMaskValue = -100.0;  // what Swin's shift mask adds between regions
+constexpr double kLogitScaleMax = 4.605170185988092;  // log(100), Swin v2's clamp
+constexpr double kNormalizeEps = 1e-12;                // F.normalize's
+
+// One call's sizes and the small tensors, in the accumulation type, contiguous.
+struct AttentionCall {
+  WindowGeometry geom;
+  int64_t shift_d, shift_h, shift_w;  // as given (the geometry's wrap to the padded map)
+  bool timm_order;
+  int64_t heads, head_dim, channels, tokens;
+  int64_t strides[4];                 // elements: batch, t, h, w of qkv (t: 0 for 2D maps)
+  int64_t channel_stride;
+  at::Tensor qkv, bias, qkv_fill, logit_mul, out, lse;
+};
+
+// Where the tokens of one window live: their rows in the (B, [T,] H, W) map (-1: a
+// padding token), their element offsets in qkv, and their regions.
+template <bool kVideo>
+void token_sources(const AttentionCall& c, int64_t b, int64_t window, int64_t* pixels, int64_t* offsets,
+                   int64_t* regions) {
+  const WindowGeometry& g = c.geom;
+  for (int64_t n = 0; n < c.tokens; ++n) {
+    int64_t t, h, w;
+    const bool real = attention_token_source<kVideo, int64_t>(g, c.shift_d, c.shift_h, c.shift_w, c.timm_order,
+                                                              window, n, t, h, w, regions[n]);
+    pixels[n] = real ? b * reverse_rows_per_image(g) + (t * g.height + h) * g.width + w : -1;
+    offsets[n] = b * c.strides[0] + t * c.strides[1] + h * c.strides[2] + w * c.strides[3];
+  }
+}
+
+template <typename acc_t>
+acc_t dot(const acc_t* a, const acc_t* b, int64_t d) {
+  acc_t sum = 0;
+  for (int64_t e = 0; e < d; ++e) sum += a[e] * b[e];
+  return sum;
+}
+
+// Row n of the task's 3C-wide buffer: its pixel's qkv row, or the fill for padding.
+template <typename scalar_t, typename acc_t>
+void gather_row(const AttentionCall& c, const scalar_t* qkv, const acc_t* fill, bool real, int64_t offset,
+                acc_t* row) {
+  const int64_t width = 3 * c.channels;
+  if (!real) {
+    std::copy(fill, fill + width, row);
+  } else {
+    for (int64_t e = 0; e < width; ++e) row[e] = static_cast<acc_t>(qkv[offset + e * c.channel_stride]);
+  }
+}
+
+// exp(x) for x <= 0 in plain arithmetic that the compiler vectorizes (Cephes' expf:
+// x = n ln2 + r, a degree-6 polynomial in r, 2^n from the exponent bits); within 2 ulp
+// of std::exp, and 1e-38 instead of 0 below -87 (softmax terms that vanish anyway).
+inline float exp_nonpositive(float x) {
+  x = x < -87.0f ? -87.0f : x;  // not std::max, whose NaN ordering keeps the loop scalar
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln2)
+  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
+  float scale;
+  std::memcpy(&scale, &bits, sizeof(scale));
+  return p * scale;
+}
+
+inline double exp_nonpositive(double x) { return std::exp(x); }
+
+// Softmax numerators of one row of logits, in place: exp(s - max s). Returns their sum;
+// `max` gets the row's maximum.
+template <typename acc_t>
+acc_t exp_row(acc_t* s, int64_t n, acc_t& max) {
+  max = *std::max_element(s, s + n);
+  const acc_t m = max;
+  for (int64_t j = 0; j < n; ++j) s[j] = exp_nonpositive(s[j] - m);  // apart from the sum: vectorized
+  return std::accumulate(s, s + n, static_cast<acc_t>(0));
+}
+
+// One head's q (times its scale) as an (N, d) block and k transposed to (d, N), read
+// from the task's rows; v2 divides q and k by their norms (as F.normalize). The
+// transpose lets the logits' inner loop run along keys: vector FMAs, no reductions.
+template <typename acc_t>
+void load_head(const acc_t* q, const acc_t* k, int64_t N, int64_t d, int64_t width, acc_t q_scale, bool cosine,
+               acc_t* qh, acc_t* kt) {
+  for (int64_t n = 0; n < N; ++n) {
+    const acc_t* qn = q + n * width;
+    const acc_t* kn = k + n * width;
+    acc_t fq = q_scale, fk = 1;
+    if (cosine) {
+      fq /= std::max<acc_t>(std::sqrt(dot(qn, qn, d)), static_cast<acc_t>(kNormalizeEps));
+      fk /= std::max<acc_t>(std::sqrt(dot(kn, kn, d)), static_cast<acc_t>(kNormalizeEps));
+    }
+    for (int64_t e = 0; e < d; ++e) {
+      qh[n * d + e] = qn[e] * fq;
+      kt[e * N + n] = kn[e] * fk;
+    }
+  }
+}
+
+// The additive shift mask of one window, (N, N), or nullptr where all its tokens share
+// a region (every window but those along the map's last row, column or plane).
+template <typename acc_t>
+const acc_t* window_mask(const int64_t* regions, int64_t N, acc_t* buffer) {
+  if (std::all_of(regions, regions + N, [&](int64_t r) { return r == regions[0]; })) return nullptr;
+  for (int64_t i = 0; i < N; ++i) {
+    for (int64_t j = 0; j < N; ++j) {
+      buffer[i * N + j] = regions[i] == regions[j] ? 0 : static_cast<acc_t>(kMaskValue);
+    }
+  }
+  return buffer;
+}
+
+template <typename scalar_t, bool kVideo>
+void forward_cpu(const AttentionCall& c) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t N = c.tokens, d = c.head_dim, C = c.channels, width = 3 * C;
+  const int64_t per_image = windows_per_image(c.geom);
+  const scalar_t* qkv = c.qkv.const_data_ptr<scalar_t>();
+  const acc_t* bias = c.bias.defined() ? c.bias.const_data_ptr<acc_t>() : nullptr;
+  const acc_t* fill = c.qkv_fill.const_data_ptr<acc_t>();
+  const acc_t* logit_mul = c.logit_mul.defined() ? c.logit_mul.const_data_ptr<acc_t>() : nullptr;
+  scalar_t* out = c.out.mutable_data_ptr<scalar_t>();
+  acc_t* lse = c.lse.mutable_data_ptr<acc_t>();
+  const acc_t scale = static_cast<acc_t>(1.0 / std::sqrt(static_cast<double>(d)));
+
+  at::parallel_for(0, c.geom.batch * per_image, 1, [&](int64_t begin, int64_t end) {
+    std::vector<int64_t> pixels(N), offsets(N), regions(N);
+    std::vector<acc_t> rows(N * width), qh(N * d), kt(d * N), mask_buffer(N * N), s(N), o(d);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / per_image;
+      token_sources<kVideo>(c, b, task % per_image, pixels.data(), offsets.data(), regions.data());
+      for (int64_t n = 0; n < N; ++n) {
+        gather_row(c, qkv, fill, pixels[n] >= 0, offsets[n], rows.data() + n * width);
+      }
+      const acc_t* mask = window_mask(regions.data(), N, mask_buffer.data());
+      for (int64_t head = 0; head < c.heads; ++head) {
+        const acc_t* v = rows.data() + 2 * C + head * d;
+        load_head(rows.data() + head * d, rows.data() + C + head * d, N, d, width,
+                  logit_mul ? logit_mul[head] : scale, logit_mul != nullptr, qh.data(), kt.data());
+        const acc_t* head_bias = bias ? bias + head * N * N : nullptr;
+        for (int64_t i = 0; i < N; ++i) {
+          for (int64_t j = 0; j < N; ++j) {
+            s[j] = (head_bias ? head_bias[i * N + j] : 0) + (mask ? mask[i * N + j] : 0);
+          }
+          for (int64_t e = 0; e < d; ++e) {
+            const acc_t qe = qh[i * d + e];
+            const acc_t* kte = kt.data() + e * N;
+            for (int64_t j = 0; j < N; ++j) s[j] += qe * kte[j];
+          }
+          acc_t max;
+          const acc_t sum = exp_row(s.data(), N, max);
+          lse[(task * c.heads + head) * N + i] = max + std::log(sum);
+          if (pixels[i] < 0) continue;  // a padding token's output is cropped
+          std::fill(o.begin(), o.end(), static_cast<acc_t>(0));
+          for (int64_t j = 0; j < N; ++j) {
+            const acc_t p = s[j];
+            const acc_t* vj = v + j * width;
+            for (int64_t e = 0; e < d; ++e) o[e] += p * vj[e];
+          }
+          const acc_t inv = static_cast<acc_t>(1) / sum;
+          scalar_t* row = out + pixels[i] * C + head * d;  // out: contiguous (B, [T,] H, W, C)
+          for (int64_t e = 0; e < d; ++e) row[e] = static_cast<scalar_t>(o[e] * inv);
+        }
+      }
+    }
+  });
+}
+
+// A small tensor (bias, fill, logit multipliers) as a contiguous one of the accumulation type.
+at::Tensor small(const at::Tensor& x, at::ScalarType acc) { return x.to(acc).contiguous(); }
+
+AttentionCall plan_forward(const at::Tensor& qkv, const std::optional<at::Tensor>& bias,
+                           const std::optional<at::Tensor>& logit_scale, const std::optional<at::Tensor>& qkv_bias,
+                           int64_t num_heads, at::IntArrayRef window_size, at::IntArrayRef shift_size,
+                           bool timm_order) {
+  const int64_t dims = static_cast<int64_t>(window_size.size());
+  TORCH_CHECK(dims == 2 || dims == 3, "fastswin.shifted_window_attention: window_size must have 2 or 3 entries");
+  TORCH_CHECK(qkv.dim() == dims + 2 && static_cast<int64_t>(shift_size.size()) == dims,
+              "fastswin.shifted_window_attention: a ", dims, "D window needs a (B, ", dims == 3 ? "T, " : "",
+              "H, W, 3C) qkv map and ", dims, " shifts, got qkv of ", qkv.dim(), " dims");
+  TORCH_CHECK(num_heads > 0 && qkv.size(-1) % (3 * num_heads) == 0, "fastswin.shifted_window_attention: ",
+              qkv.size(-1), " qkv channels do not split into q, k, v of ", num_heads, " heads");
+  int64_t tokens = 1;
+  for (int64_t i = 0; i < dims; ++i) {
+    TORCH_CHECK(window_size[i] >= 1 && shift_size[i] >= 0 && shift_size[i] < window_size[i],
+                "fastswin.shifted_window_attention: needs 0 <= shift < window, got window ", window_size,
+                " and shift ", shift_size);
+    tokens *= window_size[i];
+  }
+  const at::ScalarType acc = at::toOpMathType(qkv.scalar_type());
+  AttentionCall c;
+  const auto sizes = qkv.sizes();
+  const int64_t depth = dims == 3 ? sizes[1] : 1;
+  const int64_t win_d = dims == 3 ? window_size[0] : 1;
+  c.shift_d = dims == 3 ? shift_size[0] : 0;
+  c.shift_h = shift_size[dims - 2];
+  c.shift_w = shift_size[dims - 1];
+  c.geom = make_geometry(sizes[0], depth, sizes[dims - 1], sizes[dims], win_d, window_size[dims - 2],
+                         window_size[dims - 1], c.shift_d, c.shift_h, c.shift_w);
+  c.timm_order = timm_order;
+  c.heads = num_heads;
+  c.channels = qkv.size(-1) / 3;
+  c.head_dim = c.channels / num_heads;
+  c.tokens = tokens;
+  c.strides[0] = qkv.stride(0);
+  c.strides[1] = dims == 3 ? qkv.stride(1) : 0;
+  c.strides[2] = qkv.stride(dims - 1);
+  c.strides[3] = qkv.stride(dims);
+  c.channel_stride = qkv.stride(-1);
+  c.qkv = qkv;
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->sizes() == at::IntArrayRef({num_heads, tokens, tokens}),
+                "fastswin.shifted_window_attention: bias must be (heads, N, N) = (", num_heads, ", ", tokens, ", ",
+                tokens, "), got ", bias->sizes());
+    c.bias = small(*bias, acc);
+  }
+  if (logit_scale.has_value()) {
+    TORCH_CHECK(logit_scale->numel() == num_heads, "fastswin.shifted_window_attention: logit_scale must have ",
+                num_heads, " entries, got ", logit_scale->numel());
+    c.logit_mul = small(*logit_scale, at::kDouble).clamp_max(kLogitScaleMax).exp().to(acc).reshape({num_heads});
+  }
+  if (qkv_bias.has_value()) {
+    TORCH_CHECK(qkv_bias->numel() == 3 * c.channels, "fastswin.shifted_window_attention: qkv_bias must have ",
+                3 * c.channels, " entries, got ", qkv_bias->numel());
+    c.qkv_fill = small(*qkv_bias, acc).reshape({3 * c.channels});
+  } else {
+    c.qkv_fill = at::zeros({3 * c.channels}, qkv.options().dtype(acc));
+  }
+  std::vector<int64_t> out_sizes(sizes.begin(), sizes.end());
+  out_sizes.back() = c.channels;
+  c.out = at::empty(out_sizes, qkv.options());
+  c.lse = at::empty({c.geom.batch * windows_per_image(c.geom), num_heads, tokens}, qkv.options().dtype(acc));
+  return c;
+}
+
+std::tuple<at::Tensor, at::Tensor> shifted_window_attention_cpu(
+    const at::Tensor& qkv, const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& logit_scale,
+    const std::optional<at::Tensor>& qkv_bias, int64_t num_heads, at::IntArrayRef window_size,
+    at::IntArrayRef shift_size, bool timm_order) {
+  const AttentionCall c = plan_forward(qkv, bias, logit_scale, qkv_bias, num_heads, window_size, shift_size,
+                                       timm_order);
+  if (c.out.numel() > 0) {
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, qkv.scalar_type(), "shifted_window_attention_cpu",
+                                    [&] {
+                                      is_video(c.geom) ? forward_cpu<scalar_t, true>(c)
+                                                       : forward_cpu<scalar_t, false>(c);
+                                    });
+  }
+  return {c.out, c.lse};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_FRAGMENT(fastswin, m) {
+  m.def(
+      "shifted_window_attention_cpu(Tensor qkv, Tensor? bias, Tensor? logit_scale, Tensor? qkv_bias, "
+      "int num_heads, int[] window_size, int[] shift_size, bool timm_order) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(fastswin, CPU, m) { m.impl("shifted_window_attention_cpu", &shifted_window_attention_cpu); }
+
+}  // namespace fastswin

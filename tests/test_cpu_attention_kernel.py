@@ -1,0 +1,78 @@
+"""The fused C++ CPU shifted-window attention forward (csrc/window_attention_cpu.cpp,
+torch.ops.fastswin.shifted_window_attention_cpu) against the float64 reference: 2D and
+video maps, padded or not, shifted (kept shifts too), both orders, v1 and v2, with and
+without a qkv bias, fp64 / fp32 / bf16, strided input, outputs poisoned first."""
+import math
+
+import pytest
+import torch
+
+from fastswin import reference
+from helpers import random_tensor
+
+_C = pytest.importorskip("fastswin._C", reason="the C++ extension is not built")
+pytestmark = pytest.mark.usefixtures("poisoned_outputs")  # conftest.py
+
+# (sizes, window, shift): padded in both dims; one window along H with a kept shift
+# longer than the map; unshifted; video maps padded and shifted in every dim.
+CASES = [((9, 11), (7, 7), (3, 3)), ((2, 9), (7, 7), (3, 3)), ((8, 8), (4, 4), (0, 0)),
+         ((5, 6, 7), (2, 3, 4), (1, 1, 2)), ((3, 5, 9), (2, 3, 4), (1, 2, 3))]
+HEADS, HEAD_DIM = 3, 8
+
+
+def _inputs(sizes, window, v2, fill, dtype, seed):
+    n = math.prod(window)
+    wide = random_tensor((2, *sizes, 3 * HEADS * HEAD_DIM + 5), dtype, "cpu", seed)
+    qkv = wide[..., 2:-3]  # strided: rows of a wider map
+    bias = random_tensor((HEADS, n, n), torch.float32, "cpu", seed + 1)
+    logit_scale = random_tensor((HEADS, 1, 1), torch.float32, "cpu", seed + 2) + 1 if v2 else None
+    qkv_bias = random_tensor((3 * HEADS * HEAD_DIM,), torch.float32, "cpu", seed + 3) if fill else None
+    return qkv, bias, logit_scale, qkv_bias
+
+
+def _reference(qkv, bias, logit_scale, qkv_bias, window, shift, order, dtype):
+    def cast(t):
+        return None if t is None else t.to(dtype)
+    return reference.shifted_window_attention(cast(qkv), HEADS, window, shift, cast(bias), cast(logit_scale),
+                                              cast(qkv_bias), order, always_shift=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("v2,fill", [(False, False), (False, True), (True, True)])
+@pytest.mark.parametrize("order", ["torchvision", "timm"])
+@pytest.mark.parametrize("sizes,window,shift", CASES)
+def test_cpu_forward_matches_reference(sizes, window, shift, order, v2, fill, dtype):
+    qkv, bias, logit_scale, qkv_bias = _inputs(sizes, window, v2, fill, dtype, seed=len(sizes) * 10 + sum(shift))
+    out, lse = torch.ops.fastswin.shifted_window_attention_cpu(qkv, bias, logit_scale, qkv_bias, HEADS,
+                                                               list(window), list(shift), order == "timm")
+    want = _reference(qkv, bias, logit_scale, qkv_bias, window, shift, order, torch.float64)
+    eager_error = (_reference(qkv, bias, logit_scale, qkv_bias, window, shift, order, dtype).double()
+                   - want).abs().max().item()
+    assert out.dtype == dtype and out.shape == want.shape and out.is_contiguous()
+    # fp32 accumulation in another order than eager's: within 2x its error, or a few fp32 ulps.
+    floor = {torch.float64: 1e-12, torch.float32: 4e-6, torch.bfloat16: 0.0}[dtype]
+    assert (out.double() - want).abs().max().item() <= max(2 * eager_error, floor)
+    assert lse.shape == (2 * math.prod(-(-s // w) for s, w in zip(sizes, window)), HEADS, math.prod(window))
+
+
+def test_cpu_forward_log_sum_exp():
+    """lse[window, head, i] = logsumexp_j of the logits, here on an unshifted, unpadded map."""
+    qkv, bias, _, _ = _inputs((8, 8), (4, 4), False, False, torch.float64, seed=5)
+    _, lse = torch.ops.fastswin.shifted_window_attention_cpu(qkv, bias, None, None, HEADS, [4, 4], [0, 0], False)
+    windows = reference.window_partition(qkv, (4, 4)).reshape(-1, 16, 3, HEADS, HEAD_DIM).permute(2, 0, 3, 1, 4)
+    q, k, _ = windows
+    logits = (q * HEAD_DIM ** -0.5) @ k.transpose(-2, -1) + bias
+    torch.testing.assert_close(lse, logits.logsumexp(-1), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(shift=[7, 0]), "0 <= shift < window"),
+    (dict(heads=5), "do not split"),
+    (dict(bias=torch.zeros(3, 48, 48)), "bias must be"),
+])
+def test_cpu_forward_refuses_bad_arguments(bad, match):
+    qkv = random_tensor((1, 9, 9, 72), torch.float32, "cpu", 3)
+    args = dict(bias=torch.zeros(3, 49, 49), heads=3, shift=[3, 3]) | bad
+    with pytest.raises(RuntimeError, match=match):
+        torch.ops.fastswin.shifted_window_attention_cpu(qkv, args["bias"], None, None, args["heads"], [7, 7],
+                                                        args["shift"], False)
