@@ -19,6 +19,7 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include "attention_tiles.h"
 #include "window_index.h"
 
 namespace fastswin {
@@ -73,55 +74,39 @@ void gather_row(const AttentionCall& c, const scalar_t* qkv, const acc_t* fill, 
   }
 }
 
-// exp(x) for x <= 0 in plain arithmetic that the compiler vectorizes (Cephes' expf:
-// x = n ln2 + r, a degree-6 polynomial in r, 2^n from the exponent bits); within 2 ulp
-// of std::exp, and 1e-38 instead of 0 below -87 (softmax terms that vanish anyway).
-inline float exp_nonpositive(float x) {
-  x = x < -87.0f ? -87.0f : x;  // not std::max, whose NaN ordering keeps the loop scalar
-  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;  // round(x / ln2)
-  const float r = x - n * 0.693359375f + n * 2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const int32_t bits = (static_cast<int32_t>(n) + 127) << 23;
-  float scale;
-  std::memcpy(&scale, &bits, sizeof(scale));
-  return p * scale;
-}
+int64_t round_up(int64_t x, int64_t m) { return ceil_div(x, m) * m; }
 
-inline double exp_nonpositive(double x) { return std::exp(x); }
-
-// Softmax numerators of one row of logits, in place: exp(s - max s). Returns their sum;
-// `max` gets the row's maximum.
+// One task's buffers, as attention_tiles.h lays them out: N tokens padded to NR rows
+// (a multiple of kRows) and NC columns (of kLanes); head_dim padded to dv.
 template <typename acc_t>
-acc_t exp_row(acc_t* s, int64_t n, acc_t& max) {
-  max = *std::max_element(s, s + n);
-  const acc_t m = max;
-  for (int64_t j = 0; j < n; ++j) s[j] = exp_nonpositive(s[j] - m);  // apart from the sum: vectorized
-  return std::accumulate(s, s + n, static_cast<acc_t>(0));
-}
+struct Tiles {
+  int64_t N, NR, NC, d, dv;
+  std::vector<acc_t> rows, q, kt, v, s, o, max, sum, mask;
+  std::vector<int64_t> pixels, offsets, regions;
 
-// One head's q (times its scale) as an (N, d) block and k transposed to (d, N), read
-// from the task's rows; v2 divides q and k by their norms (as F.normalize). The
-// transpose lets the logits' inner loop run along keys: vector FMAs, no reductions.
+  Tiles(int64_t tokens, int64_t head_dim, int64_t width)
+      : N(tokens), NR(round_up(tokens, kRows)), NC(round_up(tokens, kLanes)), d(head_dim),
+        dv(round_up(head_dim, kLanes)), rows(tokens * width), q(NR * d), kt(d * NC), v(NC * dv), s(NR * NC),
+        o(NR * dv), max(NR), sum(NR), mask(tokens * tokens), pixels(tokens), offsets(tokens), regions(tokens) {}
+};
+
+// One head's q (times its scale), k transposed and v, from the task's rows into the
+// padded tiles (padding stays zero); v2 divides q and k by their norms (as F.normalize).
 template <typename acc_t>
-void load_head(const acc_t* q, const acc_t* k, int64_t N, int64_t d, int64_t width, acc_t q_scale, bool cosine,
-               acc_t* qh, acc_t* kt) {
-  for (int64_t n = 0; n < N; ++n) {
-    const acc_t* qn = q + n * width;
-    const acc_t* kn = k + n * width;
+void load_head(Tiles<acc_t>& t, const acc_t* q, const acc_t* k, const acc_t* v, int64_t width, acc_t q_scale,
+               bool cosine) {
+  const int64_t d = t.d;
+  for (int64_t n = 0; n < t.N; ++n) {
+    const acc_t *qn = q + n * width, *kn = k + n * width, *vn = v + n * width;
     acc_t fq = q_scale, fk = 1;
     if (cosine) {
       fq /= std::max<acc_t>(std::sqrt(dot(qn, qn, d)), static_cast<acc_t>(kNormalizeEps));
       fk /= std::max<acc_t>(std::sqrt(dot(kn, kn, d)), static_cast<acc_t>(kNormalizeEps));
     }
     for (int64_t e = 0; e < d; ++e) {
-      qh[n * d + e] = qn[e] * fq;
-      kt[e * N + n] = kn[e] * fk;
+      t.q[n * d + e] = qn[e] * fq;
+      t.kt[e * t.NC + n] = kn[e] * fk;
+      t.v[n * t.dv + e] = vn[e];
     }
   }
 }
@@ -129,14 +114,27 @@ void load_head(const acc_t* q, const acc_t* k, int64_t N, int64_t d, int64_t wid
 // The additive shift mask of one window, (N, N), or nullptr where all its tokens share
 // a region (every window but those along the map's last row, column or plane).
 template <typename acc_t>
-const acc_t* window_mask(const int64_t* regions, int64_t N, acc_t* buffer) {
-  if (std::all_of(regions, regions + N, [&](int64_t r) { return r == regions[0]; })) return nullptr;
-  for (int64_t i = 0; i < N; ++i) {
-    for (int64_t j = 0; j < N; ++j) {
-      buffer[i * N + j] = regions[i] == regions[j] ? 0 : static_cast<acc_t>(kMaskValue);
+const acc_t* window_mask(Tiles<acc_t>& t) {
+  const int64_t* regions = t.regions.data();
+  if (std::all_of(regions, regions + t.N, [&](int64_t r) { return r == regions[0]; })) return nullptr;
+  for (int64_t i = 0; i < t.N; ++i) {
+    for (int64_t j = 0; j < t.N; ++j) {
+      t.mask[i * t.N + j] = regions[i] == regions[j] ? 0 : static_cast<acc_t>(kMaskValue);
     }
   }
-  return buffer;
+  return t.mask.data();
+}
+
+// The logits before q k^T: bias + mask, -inf in padding columns (weight 0), 0 in
+// padding rows (never read).
+template <typename acc_t>
+void init_logits(Tiles<acc_t>& t, const acc_t* bias, const acc_t* mask) {
+  std::fill(t.s.begin(), t.s.end(), static_cast<acc_t>(0));
+  for (int64_t i = 0; i < t.N; ++i) {
+    acc_t* row = t.s.data() + i * t.NC;
+    for (int64_t j = 0; j < t.N; ++j) row[j] = (bias ? bias[i * t.N + j] : 0) + (mask ? mask[i * t.N + j] : 0);
+    std::fill(row + t.N, row + t.NC, -std::numeric_limits<acc_t>::infinity());
+  }
 }
 
 template <typename scalar_t, bool kVideo>
@@ -153,42 +151,27 @@ void forward_cpu(const AttentionCall& c) {
   const acc_t scale = static_cast<acc_t>(1.0 / std::sqrt(static_cast<double>(d)));
 
   at::parallel_for(0, c.geom.batch * per_image, 1, [&](int64_t begin, int64_t end) {
-    std::vector<int64_t> pixels(N), offsets(N), regions(N);
-    std::vector<acc_t> rows(N * width), qh(N * d), kt(d * N), mask_buffer(N * N), s(N), o(d);
+    Tiles<acc_t> t(N, d, width);
     for (int64_t task = begin; task < end; ++task) {
       const int64_t b = task / per_image;
-      token_sources<kVideo>(c, b, task % per_image, pixels.data(), offsets.data(), regions.data());
+      token_sources<kVideo>(c, b, task % per_image, t.pixels.data(), t.offsets.data(), t.regions.data());
       for (int64_t n = 0; n < N; ++n) {
-        gather_row(c, qkv, fill, pixels[n] >= 0, offsets[n], rows.data() + n * width);
+        gather_row(c, qkv, fill, t.pixels[n] >= 0, t.offsets[n], t.rows.data() + n * width);
       }
-      const acc_t* mask = window_mask(regions.data(), N, mask_buffer.data());
+      const acc_t* mask = window_mask(t);
       for (int64_t head = 0; head < c.heads; ++head) {
-        const acc_t* v = rows.data() + 2 * C + head * d;
-        load_head(rows.data() + head * d, rows.data() + C + head * d, N, d, width,
-                  logit_mul ? logit_mul[head] : scale, logit_mul != nullptr, qh.data(), kt.data());
-        const acc_t* head_bias = bias ? bias + head * N * N : nullptr;
+        const acc_t* q = t.rows.data() + head * d;
+        load_head(t, q, q + C, q + 2 * C, width, logit_mul ? logit_mul[head] : scale, logit_mul != nullptr);
+        init_logits(t, bias ? bias + head * N * N : nullptr, mask);
+        add_logits(t.q.data(), t.kt.data(), t.s.data(), t.NR, t.NC, d);
+        softmax_numerators(t.s.data(), t.NR, t.NC, t.max.data(), t.sum.data());
+        weighted_values(t.s.data(), t.v.data(), t.o.data(), t.NR, t.NC, t.dv);
         for (int64_t i = 0; i < N; ++i) {
-          for (int64_t j = 0; j < N; ++j) {
-            s[j] = (head_bias ? head_bias[i * N + j] : 0) + (mask ? mask[i * N + j] : 0);
-          }
-          for (int64_t e = 0; e < d; ++e) {
-            const acc_t qe = qh[i * d + e];
-            const acc_t* kte = kt.data() + e * N;
-            for (int64_t j = 0; j < N; ++j) s[j] += qe * kte[j];
-          }
-          acc_t max;
-          const acc_t sum = exp_row(s.data(), N, max);
-          lse[(task * c.heads + head) * N + i] = max + std::log(sum);
-          if (pixels[i] < 0) continue;  // a padding token's output is cropped
-          std::fill(o.begin(), o.end(), static_cast<acc_t>(0));
-          for (int64_t j = 0; j < N; ++j) {
-            const acc_t p = s[j];
-            const acc_t* vj = v + j * width;
-            for (int64_t e = 0; e < d; ++e) o[e] += p * vj[e];
-          }
-          const acc_t inv = static_cast<acc_t>(1) / sum;
-          scalar_t* row = out + pixels[i] * C + head * d;  // out: contiguous (B, [T,] H, W, C)
-          for (int64_t e = 0; e < d; ++e) row[e] = static_cast<scalar_t>(o[e] * inv);
+          lse[(task * c.heads + head) * N + i] = t.max[i] + std::log(t.sum[i]);
+          if (t.pixels[i] < 0) continue;  // a padding token's output is cropped
+          const acc_t inv = static_cast<acc_t>(1) / t.sum[i];
+          scalar_t* row = out + t.pixels[i] * C + head * d;  // out: contiguous (B, [T,] H, W, C)
+          for (int64_t e = 0; e < d; ++e) row[e] = static_cast<scalar_t>(t.o[i * t.dv + e] * inv);
         }
       }
     }
