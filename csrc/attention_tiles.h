@@ -36,10 +36,11 @@ inline void store(float* p, floatv v) { std::memcpy(p, &v, sizeof(v)); }
 
 inline floatv splat(float x) { return floatv{} + x; }
 
-// s (rows, cols) += q k^T: s holds the bias and mask on entry. Each tile keeps
-// kRows x 2 vectors of logits in registers while it runs along d.
+// s (rows, cols) += q k^T, q's rows `ld` apart: s holds the bias and mask on entry.
+// Each tile keeps kRows x 2 vectors of logits in registers while it runs along d.
 FASTSWIN_CLONES
-inline void add_logits(const float* q, const float* kt, float* s, int64_t rows, int64_t cols, int64_t d) {
+inline void add_logits(const float* q, int64_t ld, const float* kt, float* s, int64_t rows, int64_t cols,
+                       int64_t d) {
   for (int64_t i = 0; i < rows; i += kRows) {
     for (int64_t j = 0; j < cols; j += 2 * kLanes) {
       const bool pair = j + kLanes < cols;
@@ -48,7 +49,7 @@ inline void add_logits(const float* q, const float* kt, float* s, int64_t rows, 
         const floatv k0 = load(kt + e * cols + j);
         const floatv k1 = pair ? load(kt + e * cols + j + kLanes) : floatv{};
         for (int64_t r = 0; r < kRows; ++r) {
-          const floatv qr = splat(q[(i + r) * d + e]);
+          const floatv qr = splat(q[(i + r) * ld + e]);
           acc[r][0] += qr * k0;
           acc[r][1] += qr * k1;
         }
@@ -109,7 +110,7 @@ inline void softmax_numerators(float* s, int64_t rows, int64_t cols, float* max,
   }
 }
 
-// o (rows, dv) = p v. Each tile keeps kRows x 2 vectors of outputs in registers while
+// o (rows, dv) = p v (p: rows, cols; v: cols, dv). Each tile keeps kRows x 2 vectors of outputs in registers while
 // it runs along the keys.
 FASTSWIN_CLONES
 inline void weighted_values(const float* p, const float* v, float* o, int64_t rows, int64_t cols, int64_t dv) {
@@ -137,10 +138,10 @@ inline void weighted_values(const float* p, const float* v, float* o, int64_t ro
 // The same three loops in any type, plainly (the fp64 path, which the tests compare
 // with the fp64 reference; the float overloads above are the fast path).
 template <typename T>
-void add_logits(const T* q, const T* kt, T* s, int64_t rows, int64_t cols, int64_t d) {
+void add_logits(const T* q, int64_t ld, const T* kt, T* s, int64_t rows, int64_t cols, int64_t d) {
   for (int64_t i = 0; i < rows; ++i) {
     for (int64_t e = 0; e < d; ++e) {
-      for (int64_t j = 0; j < cols; ++j) s[i * cols + j] += q[i * d + e] * kt[e * cols + j];
+      for (int64_t j = 0; j < cols; ++j) s[i * cols + j] += q[i * ld + e] * kt[e * cols + j];
     }
   }
 }

@@ -19,129 +19,15 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
-#include "attention_tiles.h"
-#include "window_index.h"
+#include "window_attention_cpu.h"
 
 namespace fastswin {
 namespace {
-
-constexpr double kMaskValue = -100.0;  // what Swin's shift mask adds between regions
-constexpr double kLogitScaleMax = 4.605170185988092;  // log(100), Swin v2's clamp
-constexpr double kNormalizeEps = 1e-12;                // F.normalize's
-
-// One call's sizes and the small tensors, in the accumulation type, contiguous.
-struct AttentionCall {
-  WindowGeometry geom;
-  int64_t shift_d, shift_h, shift_w;  // as given (the geometry's wrap to the padded map)
-  bool timm_order;
-  int64_t heads, head_dim, channels, tokens;
-  int64_t strides[4];                 // elements: batch, t, h, w of qkv (t: 0 for 2D maps)
-  int64_t channel_stride;
-  at::Tensor qkv, bias, qkv_fill, logit_mul, out, lse;
-};
-
-// Where the tokens of one window live: their rows in the (B, [T,] H, W) map (-1: a
-// padding token), their element offsets in qkv, and their regions.
-template <bool kVideo>
-void token_sources(const AttentionCall& c, int64_t b, int64_t window, int64_t* pixels, int64_t* offsets,
-                   int64_t* regions) {
-  const WindowGeometry& g = c.geom;
-  for (int64_t n = 0; n < c.tokens; ++n) {
-    int64_t t, h, w;
-    const bool real = attention_token_source<kVideo, int64_t>(g, c.shift_d, c.shift_h, c.shift_w, c.timm_order,
-                                                              window, n, t, h, w, regions[n]);
-    pixels[n] = real ? b * reverse_rows_per_image(g) + (t * g.height + h) * g.width + w : -1;
-    offsets[n] = b * c.strides[0] + t * c.strides[1] + h * c.strides[2] + w * c.strides[3];
-  }
-}
-
-template <typename acc_t>
-acc_t dot(const acc_t* a, const acc_t* b, int64_t d) {
-  acc_t sum = 0;
-  for (int64_t e = 0; e < d; ++e) sum += a[e] * b[e];
-  return sum;
-}
-
-// Row n of the task's 3C-wide buffer: its pixel's qkv row, or the fill for padding.
-template <typename scalar_t, typename acc_t>
-void gather_row(const AttentionCall& c, const scalar_t* qkv, const acc_t* fill, bool real, int64_t offset,
-                acc_t* row) {
-  const int64_t width = 3 * c.channels;
-  if (!real) {
-    std::copy(fill, fill + width, row);
-  } else {
-    for (int64_t e = 0; e < width; ++e) row[e] = static_cast<acc_t>(qkv[offset + e * c.channel_stride]);
-  }
-}
-
-int64_t round_up(int64_t x, int64_t m) { return ceil_div(x, m) * m; }
-
-// One task's buffers, as attention_tiles.h lays them out: N tokens padded to NR rows
-// (a multiple of kRows) and NC columns (of kLanes); head_dim padded to dv.
-template <typename acc_t>
-struct Tiles {
-  int64_t N, NR, NC, d, dv;
-  std::vector<acc_t> rows, q, kt, v, s, o, max, sum, mask;
-  std::vector<int64_t> pixels, offsets, regions;
-
-  Tiles(int64_t tokens, int64_t head_dim, int64_t width)
-      : N(tokens), NR(round_up(tokens, kRows)), NC(round_up(tokens, kLanes)), d(head_dim),
-        dv(round_up(head_dim, kLanes)), rows(tokens * width), q(NR * d), kt(d * NC), v(NC * dv), s(NR * NC),
-        o(NR * dv), max(NR), sum(NR), mask(tokens * tokens), pixels(tokens), offsets(tokens), regions(tokens) {}
-};
-
-// One head's q (times its scale), k transposed and v, from the task's rows into the
-// padded tiles (padding stays zero); v2 divides q and k by their norms (as F.normalize).
-template <typename acc_t>
-void load_head(Tiles<acc_t>& t, const acc_t* q, const acc_t* k, const acc_t* v, int64_t width, acc_t q_scale,
-               bool cosine) {
-  const int64_t d = t.d;
-  for (int64_t n = 0; n < t.N; ++n) {
-    const acc_t *qn = q + n * width, *kn = k + n * width, *vn = v + n * width;
-    acc_t fq = q_scale, fk = 1;
-    if (cosine) {
-      fq /= std::max<acc_t>(std::sqrt(dot(qn, qn, d)), static_cast<acc_t>(kNormalizeEps));
-      fk /= std::max<acc_t>(std::sqrt(dot(kn, kn, d)), static_cast<acc_t>(kNormalizeEps));
-    }
-    for (int64_t e = 0; e < d; ++e) {
-      t.q[n * d + e] = qn[e] * fq;
-      t.kt[e * t.NC + n] = kn[e] * fk;
-      t.v[n * t.dv + e] = vn[e];
-    }
-  }
-}
-
-// The additive shift mask of one window, (N, N), or nullptr where all its tokens share
-// a region (every window but those along the map's last row, column or plane).
-template <typename acc_t>
-const acc_t* window_mask(Tiles<acc_t>& t) {
-  const int64_t* regions = t.regions.data();
-  if (std::all_of(regions, regions + t.N, [&](int64_t r) { return r == regions[0]; })) return nullptr;
-  for (int64_t i = 0; i < t.N; ++i) {
-    for (int64_t j = 0; j < t.N; ++j) {
-      t.mask[i * t.N + j] = regions[i] == regions[j] ? 0 : static_cast<acc_t>(kMaskValue);
-    }
-  }
-  return t.mask.data();
-}
-
-// The logits before q k^T: bias + mask, -inf in padding columns (weight 0), 0 in
-// padding rows (never read).
-template <typename acc_t>
-void init_logits(Tiles<acc_t>& t, const acc_t* bias, const acc_t* mask) {
-  std::fill(t.s.begin(), t.s.end(), static_cast<acc_t>(0));
-  for (int64_t i = 0; i < t.N; ++i) {
-    acc_t* row = t.s.data() + i * t.NC;
-    for (int64_t j = 0; j < t.N; ++j) row[j] = (bias ? bias[i * t.N + j] : 0) + (mask ? mask[i * t.N + j] : 0);
-    std::fill(row + t.N, row + t.NC, -std::numeric_limits<acc_t>::infinity());
-  }
-}
 
 template <typename scalar_t, bool kVideo>
 void forward_cpu(const AttentionCall& c) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t N = c.tokens, d = c.head_dim, C = c.channels, width = 3 * C;
-  const int64_t per_image = windows_per_image(c.geom);
   const scalar_t* qkv = c.qkv.const_data_ptr<scalar_t>();
   const acc_t* bias = c.bias.defined() ? c.bias.const_data_ptr<acc_t>() : nullptr;
   const acc_t* fill = c.qkv_fill.const_data_ptr<acc_t>();
@@ -150,20 +36,14 @@ void forward_cpu(const AttentionCall& c) {
   acc_t* lse = c.lse.mutable_data_ptr<acc_t>();
   const acc_t scale = static_cast<acc_t>(1.0 / std::sqrt(static_cast<double>(d)));
 
-  at::parallel_for(0, c.geom.batch * per_image, 1, [&](int64_t begin, int64_t end) {
-    Tiles<acc_t> t(N, d, width);
+  at::parallel_for(0, c.geom.batch * windows_per_image(c.geom), 1, [&](int64_t begin, int64_t end) {
+    Tiles<acc_t> t(N, d, width, /*backward=*/false);
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t b = task / per_image;
-      token_sources<kVideo>(c, b, task % per_image, t.pixels.data(), t.offsets.data(), t.regions.data());
-      for (int64_t n = 0; n < N; ++n) {
-        gather_row(c, qkv, fill, t.pixels[n] >= 0, t.offsets[n], t.rows.data() + n * width);
-      }
+      load_window<kVideo>(c, qkv, fill, task, t);
       const acc_t* mask = window_mask(t);
       for (int64_t head = 0; head < c.heads; ++head) {
-        const acc_t* q = t.rows.data() + head * d;
-        load_head(t, q, q + C, q + 2 * C, width, logit_mul ? logit_mul[head] : scale, logit_mul != nullptr);
-        init_logits(t, bias ? bias + head * N * N : nullptr, mask);
-        add_logits(t.q.data(), t.kt.data(), t.s.data(), t.NR, t.NC, d);
+        load_head(t, t.rows.data() + head * d, C, width, logit_mul ? logit_mul[head] : scale, logit_mul != nullptr);
+        head_logits(t, bias ? bias + head * N * N : nullptr, mask);
         softmax_numerators(t.s.data(), t.NR, t.NC, t.max.data(), t.sum.data());
         weighted_values(t.s.data(), t.v.data(), t.o.data(), t.NR, t.NC, t.dv);
         for (int64_t i = 0; i < N; ++i) {
@@ -181,10 +61,12 @@ void forward_cpu(const AttentionCall& c) {
 // A small tensor (bias, fill, logit multipliers) as a contiguous one of the accumulation type.
 at::Tensor small(const at::Tensor& x, at::ScalarType acc) { return x.to(acc).contiguous(); }
 
-AttentionCall plan_forward(const at::Tensor& qkv, const std::optional<at::Tensor>& bias,
-                           const std::optional<at::Tensor>& logit_scale, const std::optional<at::Tensor>& qkv_bias,
-                           int64_t num_heads, at::IntArrayRef window_size, at::IntArrayRef shift_size,
-                           bool timm_order) {
+}  // namespace
+
+AttentionCall plan_attention(const at::Tensor& qkv, const std::optional<at::Tensor>& bias,
+                             const std::optional<at::Tensor>& logit_scale, const std::optional<at::Tensor>& qkv_bias,
+                             int64_t num_heads, at::IntArrayRef window_size, at::IntArrayRef shift_size,
+                             bool timm_order) {
   const int64_t dims = static_cast<int64_t>(window_size.size());
   TORCH_CHECK(dims == 2 || dims == 3, "fastswin.shifted_window_attention: window_size must have 2 or 3 entries");
   TORCH_CHECK(qkv.dim() == dims + 2 && static_cast<int64_t>(shift_size.size()) == dims,
@@ -245,11 +127,13 @@ AttentionCall plan_forward(const at::Tensor& qkv, const std::optional<at::Tensor
   return c;
 }
 
+namespace {
+
 std::tuple<at::Tensor, at::Tensor> shifted_window_attention_cpu(
     const at::Tensor& qkv, const std::optional<at::Tensor>& bias, const std::optional<at::Tensor>& logit_scale,
     const std::optional<at::Tensor>& qkv_bias, int64_t num_heads, at::IntArrayRef window_size,
     at::IntArrayRef shift_size, bool timm_order) {
-  const AttentionCall c = plan_forward(qkv, bias, logit_scale, qkv_bias, num_heads, window_size, shift_size,
+  const AttentionCall c = plan_attention(qkv, bias, logit_scale, qkv_bias, num_heads, window_size, shift_size,
                                        timm_order);
   if (c.out.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, qkv.scalar_type(), "shifted_window_attention_cpu",
