@@ -110,6 +110,31 @@ inline void softmax_numerators(float* s, int64_t rows, int64_t cols, float* max,
   }
 }
 
+// Each row of s (rows, cols) becomes its softmax: P, as the forward computes it.
+FASTSWIN_CLONES
+inline void softmax_rows(float* s, int64_t rows, int64_t cols, float* max, float* sum) {
+  softmax_numerators(s, rows, cols, max, sum);
+  for (int64_t i = 0; i < rows; ++i) {
+    const floatv inv = splat(1.0f / sum[i]);
+    for (int64_t j = 0; j < cols; j += kLanes) store(s + i * cols + j, load(s + i * cols + j) * inv);
+  }
+}
+
+// The softmax's backward, in place: g (rows, cols) holds dP on entry, dS = P * (dP -
+// rowsum(P * dP)) on return.
+FASTSWIN_CLONES
+inline void softmax_backward(const float* p, float* g, int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < rows; ++i) {
+    const float* pi = p + i * cols;
+    float* gi = g + i * cols;
+    floatv total{};
+    for (int64_t j = 0; j < cols; j += kLanes) total += load(pi + j) * load(gi + j);
+    float delta = 0;
+    for (int64_t l = 0; l < kLanes; ++l) delta += total[l];
+    for (int64_t j = 0; j < cols; j += kLanes) store(gi + j, load(pi + j) * (load(gi + j) - delta));
+  }
+}
+
 // o (rows, dv) = p v (p: rows, cols; v: cols, dv). Each tile keeps kRows x 2 vectors of outputs in registers while
 // it runs along the keys.
 FASTSWIN_CLONES
@@ -154,6 +179,23 @@ void softmax_numerators(T* s, int64_t rows, int64_t cols, T* max, T* sum) {
     for (int64_t j = 1; j < cols; ++j) max[i] = row[j] > max[i] ? row[j] : max[i];
     sum[i] = 0;
     for (int64_t j = 0; j < cols; ++j) sum[i] += (row[j] = std::exp(row[j] - max[i]));
+  }
+}
+
+template <typename T>
+void softmax_rows(T* s, int64_t rows, int64_t cols, T* max, T* sum) {
+  softmax_numerators(s, rows, cols, max, sum);
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < cols; ++j) s[i * cols + j] /= sum[i];
+  }
+}
+
+template <typename T>
+void softmax_backward(const T* p, T* g, int64_t rows, int64_t cols) {
+  for (int64_t i = 0; i < rows; ++i) {
+    T delta = 0;
+    for (int64_t j = 0; j < cols; ++j) delta += p[i * cols + j] * g[i * cols + j];
+    for (int64_t j = 0; j < cols; ++j) g[i * cols + j] = p[i * cols + j] * (g[i * cols + j] - delta);
   }
 }
 

@@ -61,6 +61,8 @@ void gather_row(const AttentionCall& c, const scalar_t* qkv, const acc_t* fill, 
   const int64_t width = 3 * c.channels;
   if (!real) {
     std::copy(fill, fill + width, row);
+  } else if (c.channel_stride == 1) {  // the usual case: a loop the compiler vectorizes
+    for (int64_t e = 0; e < width; ++e) row[e] = static_cast<acc_t>(qkv[offset + e]);
   } else {
     for (int64_t e = 0; e < width; ++e) row[e] = static_cast<acc_t>(qkv[offset + e * c.channel_stride]);
   }

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from fastswin import reference
+from fastswin import ops, reference
 from helpers import random_tensor
 
 _C = pytest.importorskip("fastswin._C", reason="the C++ extension is not built")
@@ -76,3 +76,58 @@ def test_cpu_forward_refuses_bad_arguments(bad, match):
     with pytest.raises(RuntimeError, match=match):
         torch.ops.fastswin.shifted_window_attention_cpu(qkv, args["bias"], None, None, args["heads"], [7, 7],
                                                         args["shift"], False)
+
+
+def _grads(dtype, sizes, window, shift, order, v2, seed, backend):
+    """Output and gradients of (qkv, bias, logit_scale, qkv_bias) through the op, in dtype."""
+    qkv, bias, logit_scale, qkv_bias = _inputs(sizes, window, v2, True, torch.float64, seed)
+    grad = random_tensor((2, *sizes, HEADS * HEAD_DIM), torch.float64, "cpu", seed + 4)
+    if v2:
+        logit_scale[0] = 5.0  # past the clamp: no gradient for this head
+    leaves = [t.to(dtype).requires_grad_() for t in (qkv, bias, logit_scale, qkv_bias) if t is not None]
+    out = ops.shifted_window_attention(leaves[0], HEADS, window, shift, leaves[1], order=order, backend=backend,
+                                       logit_scale=leaves[2] if v2 else None, qkv_bias=leaves[-1], always_shift=True)
+    out.backward(grad.to(dtype).transpose(1, 2).contiguous().transpose(1, 2))  # a strided gradient
+    return [out.double()] + [t.grad.double() for t in leaves]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("v2", [False, True])
+@pytest.mark.parametrize("order", ["torchvision", "timm"])
+@pytest.mark.parametrize("sizes,window,shift", CASES)
+def test_cpu_backward_matches_reference(sizes, window, shift, order, v2, dtype):
+    """Every gradient within twice eager's error at the same dtype (fp64 is compared exactly by
+    test_shifted_window_attention.py, which runs the cpu backend in auto mode)."""
+    seed = 7 + len(sizes) + sum(shift)
+    want = _grads(torch.float64, sizes, window, shift, order, v2, seed, "reference")
+    eager = _grads(dtype, sizes, window, shift, order, v2, seed, "reference")
+    got = _grads(dtype, sizes, window, shift, order, v2, seed, "cpu")
+    floor = 1e-5 if dtype == torch.float32 else 0.0
+    for name, g, e, w in zip(["out", "qkv", "bias", "logit_scale", "qkv_bias"][:len(got)], got, eager, want):
+        assert (g - w).abs().max().item() <= max(2 * (e - w).abs().max().item(), floor * w.abs().max().item()), name
+
+
+def test_cpu_gradcheck_and_opcheck():
+    qkv, bias, logit_scale, qkv_bias = _inputs((5, 6), (4, 4), True, True, torch.float64, seed=9)
+    leaves = [t.double().requires_grad_() for t in (qkv.contiguous(), bias, logit_scale, qkv_bias)]
+
+    def f(qkv, bias, logit_scale, qkv_bias):
+        return ops.shifted_window_attention(qkv, HEADS, (4, 4), (2, 1), bias, logit_scale=logit_scale,
+                                            qkv_bias=qkv_bias, order="timm", backend="cpu")
+
+    assert torch.autograd.gradcheck(f, leaves, fast_mode=True)
+    args = (*leaves, HEADS, [4, 4], [2, 1], True)
+    torch.library.opcheck(torch.ops.fastswin.shifted_window_attention_cpu.default, args)
+
+
+def test_cpu_compiles_fullgraph_without_recompiles():
+    bias = random_tensor((HEADS, 49, 49), torch.float32, "cpu", 11)
+
+    def f(qkv):
+        return ops.shifted_window_attention(qkv, HEADS, 7, 3, bias, order="timm", backend="cpu")
+
+    compiled = torch.compile(f, fullgraph=True, dynamic=False)
+    for batch in (2, 2):
+        qkv = random_tensor((batch, 9, 11, 3 * HEADS * HEAD_DIM), torch.float32, "cpu", 12)
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            torch.testing.assert_close(compiled(qkv), f(qkv))

@@ -75,7 +75,7 @@ def patch(model: nn.Module, *, backend: Optional[str] = None, strict: bool = Fal
         backend: fastswin backend of the fused op ("auto", "cuda", "cpu", "reference";
             None: $FASTSWIN_BACKEND, else auto), checked here and chosen at each call.
         strict: raise BackendError, changing nothing, unless every Swin module found
-            will run the fused Triton kernels on its parameters' device and dtype.
+            will run fused kernels (Triton, or C++ on CPU) on its parameters' device and dtype.
 
     Returns:
         PatchReport: the modules replaced, each with what will run it on its

@@ -4,7 +4,8 @@ that torch.compile traces through them, and autograd:
 - fastswin::window_attention_triton (+ _window_backward): window layout, (B_, heads, N, d)
   q, k, v; a logit_scale switches the kernels to Swin-V2 cosine attention;
 - fastswin::shifted_window_attention_triton (+ _backward): image layout, a
-  (B, [T,] H, W, 3C) qkv map in, the (B, [T,] H, W, C) attention output out.
+  (B, [T,] H, W, 3C) qkv map in, the (B, [T,] H, W, C) attention output out; the
+  C++ CPU kernels of the same signatures (cpu_ops.py) share its fake and autograd.
 
 A custom op cannot return None: empty tensors stand for the gradients not asked for.
 """
@@ -122,11 +123,14 @@ def image_attention_op(qkv: torch.Tensor, bias: Optional[torch.Tensor], logit_sc
     return out.transpose(1, 2).reshape(*qkv.shape[:-1], qkv.shape[-1] // 3), lse
 
 
-@image_attention_op.register_fake
-def _(qkv, bias, logit_scale, qkv_bias, num_heads, window_size, shift_size, timm_order):
+def image_attention_fake(qkv, bias, logit_scale, qkv_bias, num_heads, window_size, shift_size, timm_order):
+    """What an image-layout attention op returns (every backend's): out and lse."""
     return (qkv.new_empty(*qkv.shape[:-1], qkv.shape[-1] // 3),
             qkv.new_empty(_windows(qkv, window_size), num_heads, math.prod(window_size),
                           dtype=accumulator(qkv.dtype)))
+
+
+image_attention_op.register_fake(image_attention_fake)
 
 
 @torch.library.custom_op("fastswin::shifted_window_attention_triton_backward", mutates_args=())
@@ -149,30 +153,39 @@ def image_attention_backward_op(grad_out: torch.Tensor, qkv: torch.Tensor, out: 
                  for x in (dqkv.view(qkv.shape), dbias, dscale, dfill))
 
 
-@image_attention_backward_op.register_fake
-def _(grad_out, qkv, out, lse, bias, logit_scale, qkv_bias, num_heads, window_size, shift_size, timm_order,
-      bias_grad, scale_grad, fill_grad):
+def image_attention_backward_fake(grad_out, qkv, out, lse, bias, logit_scale, qkv_bias, num_heads, window_size,
+                                  shift_size, timm_order, bias_grad, scale_grad, fill_grad):
+    """What an image-layout attention backward op returns: d qkv, d bias, d logit_scale and
+    d qkv_bias, empty where not asked for."""
     def like(x, wanted):
         return x.new_empty(x.shape) if wanted else qkv.new_empty(0)
 
     return qkv.new_empty(qkv.shape), like(bias, bias_grad), like(logit_scale, scale_grad), like(qkv_bias, fill_grad)
 
 
-def _image_setup_context(ctx, inputs, output):
-    qkv, bias, logit_scale, qkv_bias, ctx.num_heads, ctx.window_size, ctx.shift_size, ctx.timm_order = inputs
-    out, lse = output
-    ctx.save_for_backward(qkv, bias, logit_scale, qkv_bias, out, lse)
-    ctx.mark_non_differentiable(lse)
+image_attention_backward_op.register_fake(image_attention_backward_fake)
 
 
-def _image_backward(ctx, grad_out, _grad_lse):
-    qkv, bias, logit_scale, qkv_bias, out, lse = ctx.saved_tensors
-    wanted = [t is not None and ctx.needs_input_grad[i] for i, t in ((1, bias), (2, logit_scale), (3, qkv_bias))]
-    dqkv, dbias, dscale, dfill = image_attention_backward_op(
-        grad_out, qkv, out, lse, bias, logit_scale, qkv_bias, ctx.num_heads, ctx.window_size, ctx.shift_size,
-        ctx.timm_order, *wanted)
-    dbias, dscale, dfill = (g if w else None for g, w in zip((dbias, dscale, dfill), wanted))
-    return dqkv, dbias, dscale, dfill, None, None, None, None
+def image_attention_autograd(backward_op):
+    """(backward, setup_context) of an image-layout attention op whose gradients
+    backward_op computes (the same signature on every backend)."""
+    def setup_context(ctx, inputs, output):
+        qkv, bias, logit_scale, qkv_bias, ctx.num_heads, ctx.window_size, ctx.shift_size, ctx.timm_order = inputs
+        out, lse = output
+        ctx.save_for_backward(qkv, bias, logit_scale, qkv_bias, out, lse)
+        ctx.mark_non_differentiable(lse)
+
+    def backward(ctx, grad_out, _grad_lse):
+        qkv, bias, logit_scale, qkv_bias, out, lse = ctx.saved_tensors
+        wanted = [t is not None and ctx.needs_input_grad[i] for i, t in ((1, bias), (2, logit_scale), (3, qkv_bias))]
+        dqkv, dbias, dscale, dfill = backward_op(
+            grad_out, qkv, out, lse, bias, logit_scale, qkv_bias, ctx.num_heads, ctx.window_size, ctx.shift_size,
+            ctx.timm_order, *wanted)
+        dbias, dscale, dfill = (g if w else None for g, w in zip((dbias, dscale, dfill), wanted))
+        return dqkv, dbias, dscale, dfill, None, None, None, None
+
+    return backward, setup_context
 
 
-image_attention_op.register_autograd(_image_backward, setup_context=_image_setup_context)
+_backward, _setup_context = image_attention_autograd(image_attention_backward_op)
+image_attention_op.register_autograd(_backward, setup_context=_setup_context)

@@ -2,9 +2,9 @@
 `cosine_window_attention` on windows, `shifted_window_attention` on the image layout.
 
 Backends: "triton", the fused kernels (through the registered ops, custom_ops.py);
-for shifted_window_attention also "cuda" and "cpu", fastswin's window partition /
-reverse kernels composed with the window attention (the fallback where the Triton
-kernels cannot run, and the baseline the fused path is measured against); and
+for shifted_window_attention also "cpu", the fused C++ CPU kernels (cpu_ops.py), and
+"cuda", fastswin's window partition / reverse kernels composed with the window
+attention (the fallback where the Triton kernels cannot run on a GPU); and
 "reference", the pure PyTorch ops of fastswin.reference.
 """
 import functools
@@ -16,8 +16,9 @@ from fastswin import reference
 from fastswin._extension import compiled_backend_reason
 from fastswin.backends import requested_backend, select_backend
 from fastswin.ops.arguments import IntPair, as_sizes
-from fastswin.ops.attention.checks import (check_logit_scale, check_map, check_windows, map_dims,
+from fastswin.ops.attention.checks import (check_logit_scale, check_map, check_windows, map_cpu_reason, map_dims,
                                            map_triton_reason, needs_grad, windows_triton_reason)
+from fastswin.ops.attention.cpu_ops import cpu_image_attention_op
 from fastswin.ops.attention.custom_ops import image_attention_op, window_attention_op
 from fastswin.ops.window_process import window_partition, window_partition_3d, window_reverse, window_reverse_3d
 
@@ -114,7 +115,7 @@ def _map_backends(num_heads, head_dim, window_size, dtype, device, backend, trai
     return [
         ("triton", lambda: map_triton_reason(num_heads, head_dim, window_size, dtype, device, backend, training)),
         ("cuda", lambda: compiled_backend_reason("cuda", device)),
-        ("cpu", lambda: compiled_backend_reason("cpu", device)),
+        ("cpu", lambda: map_cpu_reason(device, backend, training)),
         ("reference", lambda: None),
     ]
 
@@ -182,8 +183,8 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
         always_shift: shift (and mask) along every dimension as given, as timm and
             Hugging Face do with always_partition=True or on maps smaller than built for,
             and MaskFormer always.
-        backend: "auto", "triton" (the fused image-layout kernels), "cuda", "cpu" or
-            "reference" (see the module docstring).
+        backend: "auto", "triton" (the fused image-layout kernels), "cpu" (the fused
+            C++ CPU kernels), "cuda" or "reference" (see the module docstring).
 
     Returns:
         (B, [T,] H, W, C): the attention output at the original positions, before the
@@ -198,19 +199,19 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
     chosen = select_backend("shifted_window_attention", backend,
                             _map_backends(num_heads, qkv.shape[-1] // (3 * num_heads), window_size, qkv.dtype,
                                           qkv.device, backend, needs_grad(qkv, bias, logit_scale, qkv_bias)))
-    if chosen == "triton":
+    if chosen in ("triton", "cpu"):
         shift = shift_size if always_shift else reference.effective_shifts(qkv.shape[1:-1], window_size, shift_size)
+        fused = image_attention_op if chosen == "triton" else cpu_image_attention_op
         # bias and qkv_bias are read in their own dtype (fp32 parameters under autocast keep
         # their precision) and their gradients come back in it.
-        return image_attention_op(qkv, bias, logit_scale, qkv_bias, num_heads, list(window_size), list(shift),
-                                  order == "timm")[0]
+        return fused(qkv, bias, logit_scale, qkv_bias, num_heads, list(window_size), list(shift), order == "timm")[0]
     if chosen == "reference":
         return reference.shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale,
                                                   qkv_bias, order, always_shift)
     partition, reverse = _window_kernels(dims, chosen)
     return reference.compose_shifted_window_attention(
         qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order, partition, reverse,
-        # cpu / cuda name the partition kernels; the attention between them picks its own
+        # cuda names the partition kernels; the attention between them picks its own
         # (auto, not $FASTSWIN_BACKEND, which may name a backend that has no attention).
         attention=lambda q, k, v, bias, mask: window_attention(q, k, v, bias, mask, backend="auto"),
         cosine_attention=reference.cosine_window_attention, attention_mask=_shift_mask, always_shift=always_shift)
