@@ -1,7 +1,7 @@
 """The attention of a Swin block between its qkv and proj linears, forward and
-forward+backward, on the (B, H, W, 3C) map: fastswin's default path (on CUDA the fused
-image-layout kernels) against eager PyTorch (pad, roll, partition, attention, reverse,
-roll back, crop), fastswin's own composition (partition kernel + fused window
+forward+backward, on the (B, H, W, 3C) map: fastswin's fused image-layout kernels (Triton
+on CUDA, C++ on CPU) against eager PyTorch (pad, roll, partition, attention, reverse,
+roll back, crop), on CUDA fastswin's own composition (partition kernel + fused window
 attention + reverse) and the eager path with compiled FlexAttention (where it runs), at
 the Swin-T and SwinV2-T (windows 8 and 16) stage shapes. GB/s counts the floor, 4 T C
 elements forward (q, k, v in, output out), 12 T C forward+backward.
@@ -20,7 +20,9 @@ from fastswin.benchmark import IMAGE_STAGES, image_attention_bytes, image_attent
 DTYPES = (torch.float16, torch.bfloat16) if DEVICE.type == "cuda" else (torch.float32,)
 BENCH_BATCH = BATCH if DEVICE.type == "cuda" else 2
 STAGES = [s for s in IMAGE_STAGES if s[0] in ("swin_t", "swinv2_t", "swinv2_t_w16")]
-BACKENDS = {"eager": "reference", "composed": DEVICE.type, "fastswin": None}  # impl -> fastswin backend
+# impl -> fastswin backend: the fused kernels forced (Triton on CUDA, C++ on CPU), with gradients too
+BACKENDS = ({"eager": "reference", "composed": "cuda", "fastswin": "triton"} if DEVICE.type == "cuda"
+            else {"eager": "reference", "fastswin": "cpu"})
 
 
 @pytest.mark.parametrize("impl", [*BACKENDS, "flex"])

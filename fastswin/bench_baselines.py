@@ -9,7 +9,7 @@ Window layout (q, k, v of shape (B_, heads, N, d), bias (heads, N, N), shift mas
 flex and compile are the compiled baselines: timed with with_compile only (a compile
 per shape, dtype and mode costs seconds).
 Image layout ((B, H, W, 3C) qkv map): the same attentions inside the eager pad / roll /
-partition ... reverse composition, and fastswin's own composed backend.
+partition ... reverse composition, and fastswin's own composed backend (CUDA).
 """
 import functools
 from typing import Callable, Dict, Optional
@@ -146,14 +146,16 @@ def attention_baselines(device: torch.device, dtype: torch.dtype, with_compile: 
 def image_baselines(device: torch.device, dtype: torch.dtype, heads: int, window: reference.Sizes,
                     shift: reference.Sizes,
                     logit_scale, qkv_bias, with_compile: bool) -> Dict[str, Callable]:
-    """Image-layout baselines, each called as fn(qkv, bias): the eager reference path,
-    fastswin's composed backend (partition kernel + fused window attention + reverse),
-    the eager path with FlexAttention, and torch.compile of the eager path."""
+    """Image-layout baselines, each called as fn(qkv, bias): the eager reference path, on
+    CUDA fastswin's composed backend (partition kernel + fused window attention +
+    reverse), the eager path with FlexAttention, and torch.compile of the eager path."""
     def backend(name):
         return lambda x, b: ops.shifted_window_attention(x, heads, window, shift, b, logit_scale=logit_scale,
                                                          qkv_bias=qkv_bias, backend=name)
 
-    baselines = {"eager": backend("reference"), "composed": backend(device.type)}
+    baselines = {"eager": backend("reference")}
+    if device.type == "cuda":
+        baselines["composed"] = backend("cuda")
     if with_compile and with_flex(device, dtype):
         baselines["flex"] = lambda x, b: flex_shifted_window_attention(x, heads, window, shift, b, logit_scale,
                                                                        qkv_bias)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from fastswin import ops, reference
+from fastswin._extension import HAS_C
 from fastswin.bench_baselines import attention_baselines, image_baselines
 from fastswin.optional import require
 
@@ -251,6 +252,15 @@ def kernel_backend(device: torch.device) -> Optional[str]:
     return "triton" if device.type == "cuda" else None
 
 
+def image_kernel_backend(device: torch.device) -> Optional[str]:
+    """The backend the image-layout benchmarks time as fastswin, forced wherever it runs, with
+    gradients too: on CUDA the Triton kernels, on CPU the fused C++ kernels (auto trains
+    eagerly there); else auto."""
+    if device.type == "cpu" and HAS_C:
+        return "cpu"
+    return kernel_backend(device)
+
+
 def image_attention_inputs(sizes: Tuple[int, ...], channels: int, heads: int, window: Tuple[int, ...], v2: bool,
                            batch: int, device, dtype):
     """A block's qkv map (B, *sizes, 3C), its relative-position bias, qkv bias and (v2) logit scale."""
@@ -278,10 +288,11 @@ def shifted_window_attention_rows(device: torch.device, dtype: torch.dtype, batc
                                   bandwidth: Optional[float], stages=IMAGE_STAGES, repeats: int = 20,
                                   with_compile: bool = False) -> List[Row]:
     """The attention of a Swin block between its qkv and proj linears: fastswin
-    (kernel_backend: on CUDA the fused image-layout kernels) vs eager PyTorch (pad, roll, partition,
-    attention, reverse, roll back, crop: the timm / torchvision path), fastswin's own
-    composition (partition kernel + fused window attention + reverse), the eager path with
-    FlexAttention (where it runs) and torch.compile of the eager path."""
+    (image_kernel_backend: the fused image-layout kernels, Triton on CUDA, C++ on CPU) vs
+    eager PyTorch (pad, roll, partition, attention, reverse, roll back, crop: the timm /
+    torchvision path), on CUDA fastswin's own composition (partition kernel + fused window
+    attention + reverse), the eager path with FlexAttention (where it runs) and
+    torch.compile of the eager path."""
     rows = []
     for model, stage, sizes, channels, heads, window, v2 in stages:
         qkv, bias, qkv_bias, logit_scale = image_attention_inputs(sizes, channels, heads, window, v2, batch, device,
@@ -292,7 +303,7 @@ def shifted_window_attention_rows(device: torch.device, dtype: torch.dtype, batc
 
         def fast(x, b):
             return ops.shifted_window_attention(x, heads, window, shift, b, logit_scale=logit_scale,
-                                                qkv_bias=qkv_bias, backend=kernel_backend(device))
+                                                qkv_bias=qkv_bias, backend=image_kernel_backend(device))
 
         rows += _compare("shifted_window_attention", case, "fwd", dtype, lambda: fast(qkv, bias),
                          {name: (lambda f=fn: f(qkv, bias)) for name, fn in impls.items()}, device, repeats,

@@ -37,7 +37,8 @@ def test_bench_quick_writes_results(tmp_path, capsys):
     assert dtypes == ({"float16", "bfloat16"} if device.type == "cuda" else {"float32"})
     # --quick: no compiled baselines (FlexAttention, torch.compile)
     assert {r["baseline"] for r in rows if r["op"] == "window_attention"} == {"eager", "sdpa"}
-    assert {r["baseline"] for r in rows if r["op"] == "shifted_window_attention"} == {"eager", "composed"}
+    image_baselines = {"eager", "composed"} if device.type == "cuda" else {"eager"}  # no CPU composition
+    assert {r["baseline"] for r in rows if r["op"] == "shifted_window_attention"} == image_baselines
     assert {r["mode"] for r in rows if r["op"] != "model"} == {"fwd", "fwd+bwd"}
     assert {r["mode"] for r in rows if r["op"] == "model"} == {"infer", "train"}
     for row in rows:
