@@ -4,9 +4,8 @@
 // FMA) and the baseline, and the loader picks the one the CPU runs (target_clones), so
 // the build does not assume the build machine's ISA.
 //
-// Tiles: q (rows, d) with rows a multiple of kRows; k transposed to (d, cols) and
-// p (rows, cols) with cols a multiple of kLanes; v (cols, dv) with dv a multiple of
-// kLanes. Padding rows and columns are zeros (q, k, v) or -inf logits.
+// Tiles: row counts a multiple of kRows and column counts of kLanes, padding rows and
+// columns zeros (q, k, v) or -inf logits.
 #pragma once
 
 #include <cmath>
@@ -36,26 +35,27 @@ inline void store(float* p, floatv v) { std::memcpy(p, &v, sizeof(v)); }
 
 inline floatv splat(float x) { return floatv{} + x; }
 
-// s (rows, cols) += q k^T, q's rows `ld` apart: s holds the bias and mask on entry.
-// Each tile keeps kRows x 2 vectors of logits in registers while it runs along d.
+// c (rows, cols) += a b: a (rows, depth) with rows `lda` apart, b (depth, cols). Every
+// product of the attention (q k^T, P V and the backward's) is one. Each tile keeps
+// kRows x 2 vectors of c in registers while it runs along depth.
 FASTSWIN_CLONES
-inline void add_logits(const float* q, int64_t ld, const float* kt, float* s, int64_t rows, int64_t cols,
-                       int64_t d) {
+inline void add_product(const float* a, int64_t lda, const float* b, float* c, int64_t rows, int64_t cols,
+                        int64_t depth) {
   for (int64_t i = 0; i < rows; i += kRows) {
     for (int64_t j = 0; j < cols; j += 2 * kLanes) {
       const bool pair = j + kLanes < cols;
       floatv acc[kRows][2] = {};
-      for (int64_t e = 0; e < d; ++e) {
-        const floatv k0 = load(kt + e * cols + j);
-        const floatv k1 = pair ? load(kt + e * cols + j + kLanes) : floatv{};
+      for (int64_t e = 0; e < depth; ++e) {
+        const floatv b0 = load(b + e * cols + j);
+        const floatv b1 = pair ? load(b + e * cols + j + kLanes) : floatv{};
         for (int64_t r = 0; r < kRows; ++r) {
-          const floatv qr = splat(q[(i + r) * ld + e]);
-          acc[r][0] += qr * k0;
-          acc[r][1] += qr * k1;
+          const floatv ar = splat(a[(i + r) * lda + e]);
+          acc[r][0] += ar * b0;
+          acc[r][1] += ar * b1;
         }
       }
       for (int64_t r = 0; r < kRows; ++r) {
-        float* row = s + (i + r) * cols + j;
+        float* row = c + (i + r) * cols + j;
         store(row, load(row) + acc[r][0]);
         if (pair) store(row + kLanes, load(row + kLanes) + acc[r][1]);
       }
@@ -135,38 +135,13 @@ inline void softmax_backward(const float* p, float* g, int64_t rows, int64_t col
   }
 }
 
-// o (rows, dv) = p v (p: rows, cols; v: cols, dv). Each tile keeps kRows x 2 vectors of outputs in registers while
-// it runs along the keys.
-FASTSWIN_CLONES
-inline void weighted_values(const float* p, const float* v, float* o, int64_t rows, int64_t cols, int64_t dv) {
-  for (int64_t i = 0; i < rows; i += kRows) {
-    for (int64_t e = 0; e < dv; e += 2 * kLanes) {
-      const bool pair = e + kLanes < dv;
-      floatv acc[kRows][2] = {};
-      for (int64_t j = 0; j < cols; ++j) {
-        const floatv v0 = load(v + j * dv + e);
-        const floatv v1 = pair ? load(v + j * dv + e + kLanes) : floatv{};
-        for (int64_t r = 0; r < kRows; ++r) {
-          const floatv pr = splat(p[(i + r) * cols + j]);
-          acc[r][0] += pr * v0;
-          acc[r][1] += pr * v1;
-        }
-      }
-      for (int64_t r = 0; r < kRows; ++r) {
-        store(o + (i + r) * dv + e, acc[r][0]);
-        if (pair) store(o + (i + r) * dv + e + kLanes, acc[r][1]);
-      }
-    }
-  }
-}
-
-// The same three loops in any type, plainly (the fp64 path, which the tests compare
+// The same loops in any type, plainly (the fp64 path, which the tests compare
 // with the fp64 reference; the float overloads above are the fast path).
 template <typename T>
-void add_logits(const T* q, int64_t ld, const T* kt, T* s, int64_t rows, int64_t cols, int64_t d) {
+void add_product(const T* a, int64_t lda, const T* b, T* c, int64_t rows, int64_t cols, int64_t depth) {
   for (int64_t i = 0; i < rows; ++i) {
-    for (int64_t e = 0; e < d; ++e) {
-      for (int64_t j = 0; j < cols; ++j) s[i * cols + j] += q[i * ld + e] * kt[e * cols + j];
+    for (int64_t e = 0; e < depth; ++e) {
+      for (int64_t j = 0; j < cols; ++j) c[i * cols + j] += a[i * lda + e] * b[e * cols + j];
     }
   }
 }
@@ -196,16 +171,6 @@ void softmax_backward(const T* p, T* g, int64_t rows, int64_t cols) {
     T delta = 0;
     for (int64_t j = 0; j < cols; ++j) delta += p[i * cols + j] * g[i * cols + j];
     for (int64_t j = 0; j < cols; ++j) g[i * cols + j] = p[i * cols + j] * (g[i * cols + j] - delta);
-  }
-}
-
-template <typename T>
-void weighted_values(const T* p, const T* v, T* o, int64_t rows, int64_t cols, int64_t dv) {
-  for (int64_t i = 0; i < rows; ++i) {
-    for (int64_t e = 0; e < dv; ++e) o[i * dv + e] = 0;
-    for (int64_t j = 0; j < cols; ++j) {
-      for (int64_t e = 0; e < dv; ++e) o[i * dv + e] += p[i * cols + j] * v[j * dv + e];
-    }
   }
 }
 

@@ -45,7 +45,8 @@ void forward_cpu(const AttentionCall& c) {
         load_head(t, t.rows.data() + head * d, C, width, logit_mul ? logit_mul[head] : scale, logit_mul != nullptr);
         head_logits(t, bias ? bias + head * N * N : nullptr, mask);
         softmax_numerators(t.s.data(), t.NR, t.NC, t.max.data(), t.sum.data());
-        weighted_values(t.s.data(), t.v.data(), t.o.data(), t.NR, t.NC, t.dv);
+        std::fill(t.o.begin(), t.o.end(), static_cast<acc_t>(0));
+        add_product(t.s.data(), t.NC, t.v.data(), t.o.data(), t.NR, t.dv, t.NC);  // P V, unnormalized
         for (int64_t i = 0; i < N; ++i) {
           lse[(task * c.heads + head) * N + i] = t.max[i] + std::log(t.sum[i]);
           if (t.pixels[i] < 0) continue;  // a padding token's output is cropped

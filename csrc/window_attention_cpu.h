@@ -139,7 +139,7 @@ void head_logits(Tiles<acc_t>& t, const acc_t* bias, const acc_t* mask) {
     for (int64_t j = 0; j < t.N; ++j) row[j] = (bias ? bias[i * t.N + j] : 0) + (mask ? mask[i * t.N + j] : 0);
     std::fill(row + t.N, row + t.NC, -std::numeric_limits<acc_t>::infinity());
   }
-  add_logits(t.q.data(), t.dv, t.kt.data(), t.s.data(), t.NR, t.NC, t.d);
+  add_product(t.q.data(), t.dv, t.kt.data(), t.s.data(), t.NR, t.NC, t.d);
 }
 
 // The additive shift mask of one window, (N, N), or nullptr where all its tokens share

@@ -110,7 +110,7 @@ void backward_task(const BackwardCall& k, int64_t task, Tiles<at::opmath_type<sc
         for (int64_t e = 0; e < d; ++e) row[e] = static_cast<acc_t>(go[e * stride]);
       }
     }
-    add_logits(gt.dout.data(), dv, t.vt.data(), gt.g.data(), NR, NC, dv);  // dP = dO V^T
+    add_product(gt.dout.data(), dv, t.vt.data(), gt.g.data(), NR, NC, dv);  // dP = dO V^T
     // dS, the row sums of dO * O as those of P * dP (equal, and exact in the accumulation
     // type where the saved out is rounded to the input's).
     softmax_backward(t.s.data(), gt.g.data(), NR, NC);
@@ -122,9 +122,10 @@ void backward_task(const BackwardCall& k, int64_t task, Tiles<at::opmath_type<sc
     }
     transpose(t.s.data(), NR, NC, gt.pt.data());
     transpose(gt.g.data(), NR, NC, gt.gt.data());
-    weighted_values(gt.pt.data(), gt.dout.data(), gt.dv.data(), NC, NR, dv);  // P^T dO
-    weighted_values(gt.g.data(), t.k.data(), gt.dq.data(), NR, NC, dv);       // dS K
-    weighted_values(gt.gt.data(), t.q.data(), gt.dk.data(), NC, NR, dv);      // dS^T (c Q)
+    for (auto* product : {&gt.dv, &gt.dq, &gt.dk}) std::fill(product->begin(), product->end(), static_cast<acc_t>(0));
+    add_product(gt.pt.data(), NR, gt.dout.data(), gt.dv.data(), NC, dv, NR);  // P^T dO
+    add_product(gt.g.data(), NC, t.k.data(), gt.dq.data(), NR, dv, NC);       // dS K
+    add_product(gt.gt.data(), NR, t.q.data(), gt.dk.data(), NC, dv, NR);      // dS^T (c Q)
     acc_t scale_grad = 0;
     for (int64_t n = 0; n < N; ++n) {
       acc_t *dq = gt.dq.data() + n * dv, *dk = gt.dk.data() + n * dv;

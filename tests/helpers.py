@@ -25,3 +25,23 @@ def random_tensor(shape, dtype, device, generator_seed):
     """Fresh random values (never zeros), drawn in float64 and rounded to dtype."""
     g = torch.Generator().manual_seed(generator_seed)
     return torch.randn(shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+def spawn_gloo_workers(worker, tmp_path, nprocs, *args):
+    """Run worker(rank, nprocs, init_file, *args) in nprocs processes (a gloo group set up
+    from init_file). Retried once, on a fresh init file, when a worker dies by a signal:
+    gloo has aborted a worker at teardown, rarely, after its work was done ('terminate
+    called without an active exception'; once in about 30 runs here, once in CI). A Python
+    error in a worker, or a second crash, fails the test."""
+    import warnings
+    from torch.multiprocessing.spawn import ProcessExitedException
+
+    for attempt in range(2):
+        init_file = str(tmp_path / f"init{attempt}")
+        try:
+            torch.multiprocessing.spawn(worker, args=(nprocs, init_file, *args), nprocs=nprocs)
+            return
+        except ProcessExitedException as error:
+            if error.signal_name is None or attempt:
+                raise
+            warnings.warn(f"a gloo worker died by {error.signal_name}; running the workers again")

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from helpers import random_tensor
+from helpers import random_tensor, spawn_gloo_workers
 import fastswin
 from fastswin.integrations._core import CPU_FALLBACK, PREFIX
 
@@ -282,14 +282,14 @@ def _ddp_worker(rank, world, init_file, x, y, out_dir):
     nn.functional.cross_entropy(ddp(x[shard]), y[shard]).backward()
     if rank == 0:
         torch.save({n: p.grad for n, p in model.named_parameters()}, os.path.join(out_dir, "grads.pt"))
-    dist.barrier()  # no rank tears gloo down while the other still talks (a rare SIGABRT at exit)
+    dist.barrier()  # no rank tears gloo down while the other still talks
     dist.destroy_process_group()
 
 
 def test_ddp_two_processes_match_single_process(tmp_path):
     x = random_tensor((4, 3, IMG, IMG), torch.float64, "cpu", 8)
     y = torch.tensor([1, 3, 5, 7])
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), x, y, str(tmp_path)), nprocs=2)
+    spawn_gloo_workers(_ddp_worker, tmp_path, 2, x, y, str(tmp_path))
     model = build("timm", "v2").double()
     nn.functional.cross_entropy(model(x), y).backward()  # unpatched, whole batch
     ddp_grads = torch.load(tmp_path / "grads.pt")

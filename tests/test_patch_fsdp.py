@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from helpers import random_tensor
+from helpers import random_tensor, spawn_gloo_workers
 from test_patch import build
 import fastswin
 
@@ -36,14 +36,14 @@ def _worker(rank, world, init_file, x, y, out_dir):
     dist.all_gather(losses, loss.detach().float())
     if rank == 0:
         torch.save({"grads": grads, "loss": sum(losses) / world}, os.path.join(out_dir, "fsdp.pt"))
-    dist.barrier()  # no rank tears gloo down while the other still talks (a rare SIGABRT at exit)
+    dist.barrier()  # no rank tears gloo down while the other still talks
     dist.destroy_process_group()
 
 
 def test_fsdp2_two_processes_match_the_unpatched_model(tmp_path):
     x = random_tensor((4, 3, 60, 60), torch.float64, "cpu", 12)
     y = torch.tensor([1, 3, 5, 7])
-    torch.multiprocessing.spawn(_worker, args=(2, str(tmp_path / "init"), x, y, str(tmp_path)), nprocs=2)
+    spawn_gloo_workers(_worker, tmp_path, 2, x, y, str(tmp_path))
     model = build("timm", "v1").double()
     loss = nn.functional.cross_entropy(model(x), y)  # unpatched, whole batch
     loss.backward()
