@@ -96,9 +96,10 @@ class PatchReport:
 
 
 # fastswin must never make a model slower than its library. On CPU a timm Swin-T
-# patched onto the fused C++ attention (batch 8, fp32, 2-core EPYC) measured 1.03x
-# timm's inference and 0.93x its training step, so auto mode keeps the library's
-# forward for CPU inputs; a forced backend still runs.
+# patched onto the fused C++ attention (batch 8, fp32, 2-core EPYC) measured 1.02-1.15x
+# timm's inference but 0.93x its training step (torchvision and Hugging Face not yet
+# measured), so auto mode keeps the library's forward for CPU inputs; a forced backend
+# still runs.
 CPU_FALLBACK = ("the input is on the CPU and no backend is forced (the library's own forward is not yet "
                 "measured slower there)")
 
