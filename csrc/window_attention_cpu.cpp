@@ -25,15 +25,15 @@ namespace fastswin {
 namespace {
 
 template <typename scalar_t, bool kVideo>
-void forward_cpu(const AttentionCall& c) {
+void forward_cpu(const AttentionCall& c, const at::Tensor& out_map, const at::Tensor& lse_rows) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t N = c.tokens, d = c.head_dim, C = c.channels, width = 3 * C;
   const scalar_t* qkv = c.qkv.const_data_ptr<scalar_t>();
   const acc_t* bias = c.bias.defined() ? c.bias.const_data_ptr<acc_t>() : nullptr;
   const acc_t* fill = c.qkv_fill.const_data_ptr<acc_t>();
   const acc_t* logit_mul = c.logit_mul.defined() ? c.logit_mul.const_data_ptr<acc_t>() : nullptr;
-  scalar_t* out = c.out.mutable_data_ptr<scalar_t>();
-  acc_t* lse = c.lse.mutable_data_ptr<acc_t>();
+  scalar_t* out = out_map.mutable_data_ptr<scalar_t>();
+  acc_t* lse = lse_rows.mutable_data_ptr<acc_t>();
   const acc_t scale = static_cast<acc_t>(1.0 / std::sqrt(static_cast<double>(d)));
 
   at::parallel_for(0, c.geom.batch * windows_per_image(c.geom), 1, [&](int64_t begin, int64_t end) {
@@ -97,11 +97,7 @@ AttentionCall plan_attention(const at::Tensor& qkv, const std::optional<at::Tens
   c.channels = qkv.size(-1) / 3;
   c.head_dim = c.channels / num_heads;
   c.tokens = tokens;
-  c.strides[0] = qkv.stride(0);
-  c.strides[1] = dims == 3 ? qkv.stride(1) : 0;
-  c.strides[2] = qkv.stride(dims - 1);
-  c.strides[3] = qkv.stride(dims);
-  c.channel_stride = qkv.stride(-1);
+  c.qkv_strides = MapStrides(qkv);
   c.qkv = qkv;
   if (bias.has_value()) {
     TORCH_CHECK(bias->sizes() == at::IntArrayRef({num_heads, tokens, tokens}),
@@ -121,11 +117,13 @@ AttentionCall plan_attention(const at::Tensor& qkv, const std::optional<at::Tens
   } else {
     c.qkv_fill = at::zeros({3 * c.channels}, qkv.options().dtype(acc));
   }
-  std::vector<int64_t> out_sizes(sizes.begin(), sizes.end());
-  out_sizes.back() = c.channels;
-  c.out = at::empty(out_sizes, qkv.options());
-  c.lse = at::empty({c.geom.batch * windows_per_image(c.geom), num_heads, tokens}, qkv.options().dtype(acc));
   return c;
+}
+
+std::vector<int64_t> output_sizes(const at::Tensor& qkv) {
+  std::vector<int64_t> sizes(qkv.sizes().begin(), qkv.sizes().end());
+  sizes.back() /= 3;
+  return sizes;
 }
 
 namespace {
@@ -136,14 +134,17 @@ std::tuple<at::Tensor, at::Tensor> shifted_window_attention_cpu(
     at::IntArrayRef shift_size, bool timm_order) {
   const AttentionCall c = plan_attention(qkv, bias, logit_scale, qkv_bias, num_heads, window_size, shift_size,
                                        timm_order);
-  if (c.out.numel() > 0) {
+  const at::Tensor out = at::empty(output_sizes(qkv), qkv.options());
+  const at::Tensor lse = at::empty({c.geom.batch * windows_per_image(c.geom), num_heads, c.tokens},
+                                   qkv.options().dtype(at::toOpMathType(qkv.scalar_type())));
+  if (out.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, qkv.scalar_type(), "shifted_window_attention_cpu",
                                     [&] {
-                                      is_video(c.geom) ? forward_cpu<scalar_t, true>(c)
-                                                       : forward_cpu<scalar_t, false>(c);
+                                      is_video(c.geom) ? forward_cpu<scalar_t, true>(c, out, lse)
+                                                       : forward_cpu<scalar_t, false>(c, out, lse);
                                     });
   }
-  return {c.out, c.lse};
+  return {out, lse};
 }
 
 }  // namespace

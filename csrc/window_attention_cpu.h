@@ -21,15 +21,40 @@ constexpr double kMaskValue = -100.0;  // what Swin's shift mask adds between re
 constexpr double kLogitScaleMax = 4.605170185988092;  // log(100), Swin v2's clamp
 constexpr double kNormalizeEps = 1e-12;                // F.normalize's
 
+// Strides, in elements, of a (B, [T,] H, W, channels) map: batch, t (0 for 2D maps), h, w,
+// and channels.
+struct MapStrides {
+  int64_t b, t, h, w, channel;
+
+  explicit MapStrides(const at::Tensor& x = at::Tensor())
+      : b(x.defined() ? x.stride(0) : 0), t(x.defined() && x.dim() == 5 ? x.stride(1) : 0),
+        h(x.defined() ? x.stride(x.dim() - 3) : 0), w(x.defined() ? x.stride(x.dim() - 2) : 0),
+        channel(x.defined() ? x.stride(-1) : 0) {}
+
+  int64_t pixel(int64_t batch, int64_t t_, int64_t h_, int64_t w_) const {
+    return batch * b + t_ * t + h_ * h + w_ * w;
+  }
+};
+
+// n elements `stride` apart from src, converted into dst (a loop the compiler vectorizes
+// in the usual, contiguous case).
+template <typename scalar_t, typename acc_t>
+void convert_row(const scalar_t* src, int64_t stride, int64_t n, acc_t* dst) {
+  if (stride == 1) {
+    for (int64_t e = 0; e < n; ++e) dst[e] = static_cast<acc_t>(src[e]);
+  } else {
+    for (int64_t e = 0; e < n; ++e) dst[e] = static_cast<acc_t>(src[e * stride]);
+  }
+}
+
 // One call's sizes and the small tensors, in the accumulation type, contiguous.
 struct AttentionCall {
   WindowGeometry geom;
   int64_t shift_d, shift_h, shift_w;  // as given (the geometry's wrap to the padded map)
   bool timm_order;
   int64_t heads, head_dim, channels, tokens;
-  int64_t strides[4];                 // elements: batch, t, h, w of qkv (t: 0 for 2D maps)
-  int64_t channel_stride;
-  at::Tensor qkv, bias, qkv_fill, logit_mul, out, lse;
+  MapStrides qkv_strides;
+  at::Tensor qkv, bias, qkv_fill, logit_mul;
 };
 
 // Where the tokens of one window live: their rows in the (B, [T,] H, W) map (-1: a
@@ -43,7 +68,7 @@ void token_sources(const AttentionCall& c, int64_t b, int64_t window, int64_t* p
     const bool real = attention_token_source<kVideo, int64_t>(g, c.shift_d, c.shift_h, c.shift_w, c.timm_order,
                                                               window, n, t, h, w, regions[n]);
     pixels[n] = real ? b * reverse_rows_per_image(g) + (t * g.height + h) * g.width + w : -1;
-    offsets[n] = b * c.strides[0] + t * c.strides[1] + h * c.strides[2] + w * c.strides[3];
+    offsets[n] = c.qkv_strides.pixel(b, t, h, w);
   }
 }
 
@@ -59,12 +84,10 @@ template <typename scalar_t, typename acc_t>
 void gather_row(const AttentionCall& c, const scalar_t* qkv, const acc_t* fill, bool real, int64_t offset,
                 acc_t* row) {
   const int64_t width = 3 * c.channels;
-  if (!real) {
-    std::copy(fill, fill + width, row);
-  } else if (c.channel_stride == 1) {  // the usual case: a loop the compiler vectorizes
-    for (int64_t e = 0; e < width; ++e) row[e] = static_cast<acc_t>(qkv[offset + e]);
+  if (real) {
+    convert_row(qkv + offset, c.qkv_strides.channel, width, row);
   } else {
-    for (int64_t e = 0; e < width; ++e) row[e] = static_cast<acc_t>(qkv[offset + e * c.channel_stride]);
+    std::copy(fill, fill + width, row);
   }
 }
 
@@ -157,10 +180,13 @@ const acc_t* window_mask(Tiles<acc_t>& t) {
 }
 
 // Checks the arguments and plans a call: geometry, strides, the small tensors in the
-// accumulation type; out and lse allocated (the backward replaces out with its own).
+// accumulation type.
 AttentionCall plan_attention(const at::Tensor& qkv, const std::optional<at::Tensor>& bias,
                              const std::optional<at::Tensor>& logit_scale, const std::optional<at::Tensor>& qkv_bias,
                              int64_t num_heads, at::IntArrayRef window_size, at::IntArrayRef shift_size,
                              bool timm_order);
+
+// The (B, [T,] H, W, C) attention output's sizes for a (B, [T,] H, W, 3C) qkv map.
+std::vector<int64_t> output_sizes(const at::Tensor& qkv);
 
 }  // namespace fastswin

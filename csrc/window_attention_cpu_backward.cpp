@@ -2,8 +2,9 @@
 // one image) gathers its tokens' q, k, v rows as the forward does, recomputes P as the
 // forward does (max, exponentials, sum; not exp(S - lse): an fp32 lse of v2's logits,
 // up to 100, is off by an ulp of them, a row-wide error in P of 1e-6 that made the
-// gradients several times less accurate than eager PyTorch's), and writes d(qkv) rows to its real tokens' pixels (every pixel
-// belongs to one window: no two tasks write the same row). The reductions over windows
+// gradients several times less accurate than eager PyTorch's), and writes d(qkv) rows
+// to its real tokens' pixels (every pixel belongs to one window: no two tasks write the
+// same row). The reductions over windows
 // (d bias, d logit_scale, and d qkv_bias from the padding tokens) go to per-chunk
 // partials summed in chunk order: deterministic for a given thread count.
 //
@@ -64,16 +65,17 @@ void normalize_backward(acc_t* grad, const acc_t* unit, acc_t norm, int64_t d) {
 struct BackwardCall {
   AttentionCall c;
   at::Tensor grad_out, dqkv;
-  int64_t grad_strides[4], grad_channel_stride;
+  MapStrides grad_strides;
   bool bias_grad, scale_grad, fill_grad;
   std::vector<bool> scale_passes;  // per head: logit_scale <= log 100 (the clamp passes its gradient)
 };
 
-// Element offset of pixel `pixel`'s row in a (B, [T,] H, W, C) map of these strides.
-inline int64_t pixel_offset(const WindowGeometry& g, const int64_t* strides, int64_t pixel) {
+// Element offset of pixel `pixel`'s row (as token_sources numbers them) in a map of
+// these strides.
+inline int64_t pixel_offset(const WindowGeometry& g, const MapStrides& strides, int64_t pixel) {
   const int64_t w = pixel % g.width, h = (pixel / g.width) % g.height;
   const int64_t t = (pixel / (g.width * g.height)) % g.depth, b = pixel / reverse_rows_per_image(g);
-  return b * strides[0] + t * strides[1] + h * strides[2] + w * strides[3];
+  return strides.pixel(b, t, h, w);
 }
 
 template <typename scalar_t, bool kVideo>
@@ -101,14 +103,9 @@ void backward_task(const BackwardCall& k, int64_t task, Tiles<at::opmath_type<sc
     std::fill(gt.g.begin(), gt.g.end(), static_cast<acc_t>(0));
     for (int64_t i = 0; i < N; ++i) {
       if (t.pixels[i] < 0) continue;
-      const int64_t stride = k.grad_channel_stride;
+      const int64_t stride = k.grad_strides.channel;
       const scalar_t* go = grad_out + pixel_offset(c.geom, k.grad_strides, t.pixels[i]) + head * d * stride;
-      acc_t* row = gt.dout.data() + i * dv;
-      if (stride == 1) {  // the usual case: a loop the compiler vectorizes
-        for (int64_t e = 0; e < d; ++e) row[e] = static_cast<acc_t>(go[e]);
-      } else {
-        for (int64_t e = 0; e < d; ++e) row[e] = static_cast<acc_t>(go[e * stride]);
-      }
+      convert_row(go, stride, d, gt.dout.data() + i * dv);
     }
     add_product(gt.dout.data(), dv, t.vt.data(), gt.g.data(), NR, NC, dv);  // dP = dO V^T
     // dS, the row sums of dO * O as those of P * dP (equal, and exact in the accumulation
@@ -192,18 +189,10 @@ at::Tensor summed(const std::vector<Partials<acc_t>>& parts, Member member, cons
   for (const auto& part : parts) {
     for (size_t i = 0; i < total.size(); ++i) total[i] += (part.*member)[i];
   }
-  at::Tensor sums = at::empty({static_cast<int64_t>(total.size())}, like.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  const auto dtype = c10::CppTypeToScalarType<acc_t>::value;
+  at::Tensor sums = at::empty({static_cast<int64_t>(total.size())}, like.options().dtype(dtype));
   std::copy(total.begin(), total.end(), sums.mutable_data_ptr<acc_t>());
   return sums.view(like.sizes()).to(like.scalar_type());
-}
-
-void set_map_strides(const at::Tensor& x, int64_t* strides, int64_t& channel_stride) {
-  const bool video = x.dim() == 5;
-  strides[0] = x.stride(0);
-  strides[1] = video ? x.stride(1) : 0;
-  strides[2] = x.stride(x.dim() - 3);
-  strides[3] = x.stride(x.dim() - 2);
-  channel_stride = x.stride(-1);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> shifted_window_attention_cpu_backward(
@@ -214,12 +203,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> shifted_window_attent
   // out and lse: in the signature that every backend's backward shares; unused here (above).
   BackwardCall k;
   k.c = plan_attention(qkv, bias, logit_scale, qkv_bias, num_heads, window_size, shift_size, timm_order);
-  TORCH_CHECK(grad_out.sizes() == k.c.out.sizes() && out.sizes() == k.c.out.sizes() &&
+  const std::vector<int64_t> out_sizes = output_sizes(qkv);
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef(out_sizes) && out.sizes() == at::IntArrayRef(out_sizes) &&
                   grad_out.scalar_type() == qkv.scalar_type() && out.scalar_type() == qkv.scalar_type(),
-              "fastswin.shifted_window_attention backward: grad_out and out must be ", k.c.out.sizes(), " of ",
+              "fastswin.shifted_window_attention backward: grad_out and out must be ", out_sizes, " of ",
               qkv.scalar_type());
   k.grad_out = grad_out;
-  set_map_strides(grad_out, k.grad_strides, k.grad_channel_stride);
+  k.grad_strides = MapStrides(grad_out);
   k.dqkv = at::empty(qkv.sizes(), qkv.options());
   k.bias_grad = bias_grad && bias.has_value();
   k.scale_grad = scale_grad && logit_scale.has_value();
