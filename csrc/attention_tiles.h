@@ -33,34 +33,70 @@ inline floatv load(const float* p) {
 
 inline void store(float* p, floatv v) { std::memcpy(p, &v, sizeof(v)); }
 
+// (A broadcast from memory, x - floatv{} or a lane-wise fill, compiles to 16 masked
+// broadcasts in GCC 12's x86-64-v4 code; this adds in a register and broadcasts that.)
 inline floatv splat(float x) { return floatv{} + x; }
 
-// c (rows, cols) += a b: a (rows, depth) with rows `lda` apart, b (depth, cols). Every
-// product of the attention (q k^T, P V and the backward's) is one. Each tile keeps
-// kRows x 2 vectors of c in registers while it runs along depth.
+// A matrix in memory: element (i, j) at data[i * row + j * col]. Its transpose is the same
+// memory with the strides swapped.
+template <typename T>
+struct Strided {
+  T* data;
+  int64_t row, col = 1;
+
+  T& operator()(int64_t i, int64_t j) const { return data[i * row + j * col]; }
+  Strided transposed() const { return {data, col, row}; }
+};
+
+// c (rows, cols) += row_scale * (a b), row_scale one factor per row of c (nullptr: 1).
+// Every product of the attention (q k^T, P V and the backward's) is one. a (rows, depth)
+// is read as scalars, in any layout; b (depth, cols) and c have contiguous rows, read and
+// written up to cols rounded up to a multiple of kLanes. rows: a multiple of kRows.
+// Each tile keeps kRows x 2 vectors of c in registers while it runs along depth.
 FASTSWIN_CLONES
-inline void add_product(const float* a, int64_t lda, const float* b, float* c, int64_t rows, int64_t cols,
-                        int64_t depth) {
+inline void add_product(Strided<const float> a, Strided<const float> b, Strided<float> c, int64_t rows,
+                        int64_t cols, int64_t depth, const float* row_scale = nullptr) {
   for (int64_t i = 0; i < rows; i += kRows) {
     for (int64_t j = 0; j < cols; j += 2 * kLanes) {
       const bool pair = j + kLanes < cols;
       floatv acc[kRows][2] = {};
       for (int64_t e = 0; e < depth; ++e) {
-        const floatv b0 = load(b + e * cols + j);
-        const floatv b1 = pair ? load(b + e * cols + j + kLanes) : floatv{};
+        const float* be = b.data + e * b.row + j;
+        const floatv b0 = load(be);
+        const floatv b1 = pair ? load(be + kLanes) : floatv{};
         for (int64_t r = 0; r < kRows; ++r) {
-          const floatv ar = splat(a[(i + r) * lda + e]);
+          const floatv ar = splat(a(i + r, e));
           acc[r][0] += ar * b0;
           acc[r][1] += ar * b1;
         }
       }
       for (int64_t r = 0; r < kRows; ++r) {
-        float* row = c + (i + r) * cols + j;
-        store(row, load(row) + acc[r][0]);
-        if (pair) store(row + kLanes, load(row + kLanes) + acc[r][1]);
+        const floatv factor = splat(row_scale ? row_scale[i + r] : 1.0f);
+        float* row = &c(i + r, j);
+        store(row, load(row) + factor * acc[r][0]);
+        if (pair) store(row + kLanes, load(row + kLanes) + factor * acc[r][1]);
       }
     }
   }
+}
+
+// The sum and the maximum of a vector's lanes, pairwise (halves, then quarters, ...).
+template <typename Op>
+inline float reduce_lanes(floatv v, Op op) {
+  typedef int32_t intv __attribute__((vector_size(kLanes * sizeof(int32_t))));
+  v = op(v, __builtin_shuffle(v, intv{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7}));
+  v = op(v, __builtin_shuffle(v, intv{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11}));
+  v = op(v, __builtin_shuffle(v, intv{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13}));
+  v = op(v, __builtin_shuffle(v, intv{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14}));
+  return v[0];
+}
+
+inline float sum_lanes(floatv v) {
+  return reduce_lanes(v, [](floatv a, floatv b) { return a + b; });
+}
+
+inline float max_lanes(floatv v) {
+  return reduce_lanes(v, [](floatv a, floatv b) { return a > b ? a : b; });
 }
 
 // exp(x) for x <= 0, lane-wise (Cephes' expf: x = n ln2 + r, a degree-6 polynomial in
@@ -95,18 +131,15 @@ inline void softmax_numerators(float* s, int64_t rows, int64_t cols, float* max,
       const floatv x = load(row + j);
       m = x > m ? x : m;
     }
-    float row_max = m[0];
-    for (int64_t l = 1; l < kLanes; ++l) row_max = m[l] > row_max ? m[l] : row_max;
+    const float row_max = max_lanes(m);
     floatv total{};
     for (int64_t j = 0; j < cols; j += kLanes) {
       const floatv x = exp_nonpositive(load(row + j) - row_max);
       store(row + j, x);
       total += x;
     }
-    float row_sum = 0;
-    for (int64_t l = 0; l < kLanes; ++l) row_sum += total[l];
     max[i] = row_max;
-    sum[i] = row_sum;
+    sum[i] = sum_lanes(total);
   }
 }
 
@@ -129,8 +162,7 @@ inline void softmax_backward(const float* p, float* g, int64_t rows, int64_t col
     float* gi = g + i * cols;
     floatv total{};
     for (int64_t j = 0; j < cols; j += kLanes) total += load(pi + j) * load(gi + j);
-    float delta = 0;
-    for (int64_t l = 0; l < kLanes; ++l) delta += total[l];
+    const float delta = sum_lanes(total);
     for (int64_t j = 0; j < cols; j += kLanes) store(gi + j, load(pi + j) * (load(gi + j) - delta));
   }
 }
@@ -138,10 +170,14 @@ inline void softmax_backward(const float* p, float* g, int64_t rows, int64_t col
 // The same loops in any type, plainly (the fp64 path, which the tests compare
 // with the fp64 reference; the float overloads above are the fast path).
 template <typename T>
-void add_product(const T* a, int64_t lda, const T* b, T* c, int64_t rows, int64_t cols, int64_t depth) {
+void add_product(Strided<const T> a, Strided<const T> b, Strided<T> c, int64_t rows, int64_t cols, int64_t depth,
+                 const T* row_scale = nullptr) {
   for (int64_t i = 0; i < rows; ++i) {
-    for (int64_t e = 0; e < depth; ++e) {
-      for (int64_t j = 0; j < cols; ++j) c[i * cols + j] += a[i * lda + e] * b[e * cols + j];
+    const T factor = row_scale ? row_scale[i] : 1;
+    for (int64_t j = 0; j < cols; ++j) {
+      T sum = 0;
+      for (int64_t e = 0; e < depth; ++e) sum += a(i, e) * b(e, j);
+      c(i, j) += factor * sum;
     }
   }
 }

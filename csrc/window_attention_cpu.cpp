@@ -29,31 +29,36 @@ void forward_cpu(const AttentionCall& c, const at::Tensor& out_map, const at::Te
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t N = c.tokens, d = c.head_dim, C = c.channels, width = 3 * C;
   const scalar_t* qkv = c.qkv.const_data_ptr<scalar_t>();
-  const acc_t* bias = c.bias.defined() ? c.bias.const_data_ptr<acc_t>() : nullptr;
   const acc_t* fill = c.qkv_fill.const_data_ptr<acc_t>();
   const acc_t* logit_mul = c.logit_mul.defined() ? c.logit_mul.const_data_ptr<acc_t>() : nullptr;
   scalar_t* out = out_map.mutable_data_ptr<scalar_t>();
   acc_t* lse = lse_rows.mutable_data_ptr<acc_t>();
   const acc_t scale = static_cast<acc_t>(1.0 / std::sqrt(static_cast<double>(d)));
+  const int64_t tasks = c.geom.batch * windows_per_image(c.geom);
+  const std::vector<acc_t> logit_init = logit_inits<acc_t>(c);
 
-  at::parallel_for(0, c.geom.batch * windows_per_image(c.geom), 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
     Tiles<acc_t> t(N, d, width, /*backward=*/false);
+    std::vector<acc_t> out_rows(N * C);  // the window's output rows, stored whole
     for (int64_t task = begin; task < end; ++task) {
       load_window<kVideo>(c, qkv, fill, task, t);
+      if (task + 1 < end) prefetch_window<kVideo>(c, qkv, task + 1, t);
       const acc_t* mask = window_mask(t);
       for (int64_t head = 0; head < c.heads; ++head) {
-        load_head(t, t.rows.data() + head * d, C, width, logit_mul ? logit_mul[head] : scale, logit_mul != nullptr);
-        head_logits(t, bias ? bias + head * N * N : nullptr, mask);
-        softmax_numerators(t.s.data(), t.NR, t.NC, t.max.data(), t.sum.data());
+        load_head(t, head, C, logit_mul ? logit_mul[head] : scale, logit_mul != nullptr);
+        head_logits(t, head, logit_init.data() + head * t.NR * t.NC, mask, logit_mul != nullptr);
+        softmax_numerators(t.s.data(), N, t.NC, t.max.data(), t.sum.data());
+        for (int64_t i = 0; i < N; ++i) t.inv_sum[i] = 1 / t.sum[i];
         std::fill(t.o.begin(), t.o.end(), static_cast<acc_t>(0));
-        add_product(t.s.data(), t.NC, t.v.data(), t.o.data(), t.NR, t.dv, t.NC);  // P V, unnormalized
+        add_product(Strided<const acc_t>{t.s.data(), t.NC}, t.head_v(head), Strided<acc_t>{t.o.data(), t.dv}, t.NR,
+                    d, N, t.inv_sum.data());  // P V: the numerators' product over their sums
         for (int64_t i = 0; i < N; ++i) {
           lse[(task * c.heads + head) * N + i] = t.max[i] + std::log(t.sum[i]);
-          if (t.pixels[i] < 0) continue;  // a padding token's output is cropped
-          const acc_t inv = static_cast<acc_t>(1) / t.sum[i];
-          scalar_t* row = out + t.pixels[i] * C + head * d;  // out: contiguous (B, [T,] H, W, C)
-          for (int64_t e = 0; e < d; ++e) row[e] = static_cast<scalar_t>(t.o[i * t.dv + e] * inv);
+          std::copy(t.o.begin() + i * t.dv, t.o.begin() + i * t.dv + d, out_rows.begin() + i * C + head * d);
         }
+      }
+      for (int64_t i = 0; i < N; ++i) {  // out: contiguous (B, [T,] H, W, C); padding tokens' rows are cropped
+        if (t.src.pixels[i] >= 0) store_row(out_rows.data() + i * C, C, out + t.src.pixels[i] * C);
       }
     }
   });

@@ -47,6 +47,12 @@ void convert_row(const scalar_t* src, int64_t stride, int64_t n, acc_t* dst) {
   }
 }
 
+// n accumulated values into a contiguous row of the map's type.
+template <typename acc_t, typename scalar_t>
+void store_row(const acc_t* src, int64_t n, scalar_t* dst) {
+  for (int64_t e = 0; e < n; ++e) dst[e] = static_cast<scalar_t>(src[e]);
+}
+
 // One call's sizes and the small tensors, in the accumulation type, contiguous.
 struct AttentionCall {
   WindowGeometry geom;
@@ -59,16 +65,23 @@ struct AttentionCall {
 
 // Where the tokens of one window live: their rows in the (B, [T,] H, W) map (-1: a
 // padding token), their element offsets in qkv, and their regions.
+struct Sources {
+  std::vector<int64_t> pixels, offsets, regions;
+
+  explicit Sources(int64_t tokens) : pixels(tokens), offsets(tokens), regions(tokens) {}
+};
+
+// The sources of task `task`: window task % nW of image task / nW.
 template <bool kVideo>
-void token_sources(const AttentionCall& c, int64_t b, int64_t window, int64_t* pixels, int64_t* offsets,
-                   int64_t* regions) {
+void token_sources(const AttentionCall& c, int64_t task, Sources& src) {
   const WindowGeometry& g = c.geom;
+  const int64_t b = task / windows_per_image(g), window = task % windows_per_image(g);
   for (int64_t n = 0; n < c.tokens; ++n) {
     int64_t t, h, w;
     const bool real = attention_token_source<kVideo, int64_t>(g, c.shift_d, c.shift_h, c.shift_w, c.timm_order,
-                                                              window, n, t, h, w, regions[n]);
-    pixels[n] = real ? b * reverse_rows_per_image(g) + (t * g.height + h) * g.width + w : -1;
-    offsets[n] = c.qkv_strides.pixel(b, t, h, w);
+                                                              window, n, t, h, w, src.regions[n]);
+    src.pixels[n] = real ? b * reverse_rows_per_image(g) + (t * g.height + h) * g.width + w : -1;
+    src.offsets[n] = c.qkv_strides.pixel(b, t, h, w);
   }
 }
 
@@ -92,32 +105,55 @@ void gather_row(const AttentionCall& c, const scalar_t* qkv, const acc_t* fill, 
 }
 
 inline int64_t round_up(int64_t x, int64_t m) { return ceil_div(x, m) * m; }
+inline int64_t tile_rows(int64_t n) { return round_up(n, kRows); }
+inline int64_t tile_cols(int64_t n) { return round_up(n, kLanes); }
 
 // One task's buffers, as attention_tiles.h lays them out: N tokens padded to NR rows
-// (a multiple of kRows) and NC columns (of kLanes); head_dim d padded to dv. q, k and
-// v hold one head at a time: q (NR, dv) times its scale, k transposed (d, NC), v
-// (NC, dv); for a backward also k (NC, dv) and v transposed (dv, NC), and v2's norms.
+// (a multiple of kRows) and NC columns (of kLanes); head_dim d padded to dv. rows: the
+// window's q, k, v rows (N, 3C), then zero rows to NR and a vector of slack (a product
+// reads whole vectors of v). kt: one head's k transposed (d, NC), times the logit scale
+// (v2: over the key's norm); q_factor (NR): v2's 1 / |q|. A backward also keeps that
+// head's q times its scale (NR, dv), k^ (NC, dv) and v transposed (dv, NC).
 template <typename acc_t>
 struct Tiles {
-  int64_t N, NR, NC, d, dv;
-  std::vector<acc_t> rows, q, kt, v, k, vt, q_norm, k_norm, s, o, max, sum, mask;
-  std::vector<int64_t> pixels, offsets, regions;
+  int64_t N, NR, NC, d, dv, width;
+  std::vector<acc_t> rows, kt, q_factor, q, k, vt, q_norm, k_norm, s, o, max, sum, inv_sum, mask;
+  Sources src, ahead;  // this task's tokens, and the next one's (prefetch_window)
 
-  Tiles(int64_t tokens, int64_t head_dim, int64_t width, bool backward)
-      : N(tokens), NR(round_up(tokens, kRows)), NC(round_up(tokens, kLanes)), d(head_dim),
-        dv(round_up(head_dim, kLanes)), rows(tokens * width), q(NR * dv), kt(d * NC), v(NC * dv),
-        k(backward ? NC * dv : 0), vt(backward ? dv * NC : 0), q_norm(tokens), k_norm(tokens), s(NR * NC),
-        o(NR * dv), max(NR), sum(NR), mask(tokens * tokens), pixels(tokens), offsets(tokens), regions(tokens) {}
+  Tiles(int64_t tokens, int64_t head_dim, int64_t width_, bool backward)
+      : N(tokens), NR(tile_rows(tokens)), NC(tile_cols(tokens)), d(head_dim), dv(tile_cols(head_dim)), width(width_), rows(NR * width + kLanes), kt(d * NC), q_factor(NR, 1),
+        q(backward ? NR * dv : 0), k(backward ? NC * dv : 0), vt(backward ? dv * NC : 0), q_norm(tokens),
+        k_norm(tokens), s(NR * NC), o(NR * dv), max(NR), sum(NR), inv_sum(NR), mask(NR * NC), src(tokens),
+        ahead(tokens) {}
+
+  // Head `head`'s q and v in rows ((N, d), rows `width` apart; k is q's C columns on).
+  Strided<const acc_t> head_q(int64_t head) const { return {rows.data() + head * d, width}; }
+  Strided<const acc_t> head_v(int64_t head) const { return {rows.data() + 2 * width / 3 + head * d, width}; }
 };
 
-// Task `task` (window task % nW of image task / nW): its tokens' sources and regions,
-// and their qkv rows.
+// Task `task`'s tokens' sources and regions, and their qkv rows.
 template <bool kVideo, typename scalar_t, typename acc_t>
 void load_window(const AttentionCall& c, const scalar_t* qkv, const acc_t* fill, int64_t task, Tiles<acc_t>& t) {
-  const int64_t per_image = windows_per_image(c.geom), width = 3 * c.channels;
-  token_sources<kVideo>(c, task / per_image, task % per_image, t.pixels.data(), t.offsets.data(), t.regions.data());
+  token_sources<kVideo>(c, task, t.src);
   for (int64_t n = 0; n < t.N; ++n) {
-    gather_row(c, qkv, fill, t.pixels[n] >= 0, t.offsets[n], t.rows.data() + n * width);
+    gather_row(c, qkv, fill, t.src.pixels[n] >= 0, t.src.offsets[n], t.rows.data() + n * t.width);
+  }
+}
+
+// Asks the cache for a row of n elements `stride` apart.
+template <typename scalar_t>
+void prefetch_row(const scalar_t* row, int64_t n, int64_t stride) {
+  const int64_t extent = (n - 1) * stride + 1, line = 64 / sizeof(scalar_t);
+  for (int64_t e = 0; e < extent; e += line) __builtin_prefetch(row + e);
+}
+
+// Asks the cache for task `task`'s qkv rows, while the current task computes (a window's
+// rows are 7 runs of 7 pixels, each run a stream the hardware prefetcher finds late).
+template <bool kVideo, typename scalar_t, typename acc_t>
+void prefetch_window(const AttentionCall& c, const scalar_t* qkv, int64_t task, Tiles<acc_t>& t) {
+  token_sources<kVideo>(c, task, t.ahead);
+  for (int64_t n = 0; n < t.N; ++n) {
+    if (t.ahead.pixels[n] >= 0) prefetch_row(qkv + t.ahead.offsets[n], t.width, c.qkv_strides.channel);
   }
 }
 
@@ -127,53 +163,60 @@ acc_t clamped_norm(const acc_t* x, int64_t d) {
   return std::max<acc_t>(std::sqrt(dot(x, x, d)), static_cast<acc_t>(kNormalizeEps));
 }
 
-// One head's q (times q_scale), k and v from the task's rows into the padded tiles
-// (padding stays zero); v2 divides q and k by their norms.
+// One head's k, transposed and times q_scale (v2: over its norm) into kt, and v2's query
+// factors 1 / |q| and norms. Padding columns of kt stay zero.
 template <typename acc_t>
-void load_head(Tiles<acc_t>& t, const acc_t* q, int64_t channels, int64_t width, acc_t q_scale, bool cosine) {
-  const int64_t d = t.d;
-  const bool backward = !t.k.empty();
+void load_head(Tiles<acc_t>& t, int64_t head, int64_t channels, acc_t q_scale, bool cosine) {
+  const Strided<const acc_t> q = t.head_q(head);
   for (int64_t n = 0; n < t.N; ++n) {
-    const acc_t *qn = q + n * width, *kn = qn + channels, *vn = qn + 2 * channels;
-    t.q_norm[n] = cosine ? clamped_norm(qn, d) : 1;
-    t.k_norm[n] = cosine ? clamped_norm(kn, d) : 1;
-    const acc_t fq = q_scale / t.q_norm[n], fk = 1 / t.k_norm[n];
-    for (int64_t e = 0; e < d; ++e) {
-      t.q[n * t.dv + e] = qn[e] * fq;
-      t.kt[e * t.NC + n] = kn[e] * fk;
-      t.v[n * t.dv + e] = vn[e];
-    }
-    if (backward) {
-      for (int64_t e = 0; e < d; ++e) {
-        t.k[n * t.dv + e] = kn[e] * fk;
-        t.vt[e * t.NC + n] = vn[e];
-      }
-    }
+    const acc_t* kn = &q(n, channels);
+    t.q_norm[n] = cosine ? clamped_norm(&q(n, 0), t.d) : 1;
+    t.k_norm[n] = cosine ? clamped_norm(kn, t.d) : 1;
+    t.q_factor[n] = 1 / t.q_norm[n];
+    const acc_t fk = q_scale / t.k_norm[n];
+    for (int64_t e = 0; e < t.d; ++e) t.kt[e * t.NC + n] = kn[e] * fk;
   }
 }
 
-// The logits of one head: bias + mask + q k^T, -inf in padding columns (weight 0), q k^T
-// (zero) in padding rows (never read).
+// The logits of one head: logit_init (bias, -inf in padding columns: weight 0; zero
+// padding rows) + the window's mask + q k^T.
 template <typename acc_t>
-void head_logits(Tiles<acc_t>& t, const acc_t* bias, const acc_t* mask) {
-  std::fill(t.s.begin(), t.s.end(), static_cast<acc_t>(0));
-  for (int64_t i = 0; i < t.N; ++i) {
-    acc_t* row = t.s.data() + i * t.NC;
-    for (int64_t j = 0; j < t.N; ++j) row[j] = (bias ? bias[i * t.N + j] : 0) + (mask ? mask[i * t.N + j] : 0);
-    std::fill(row + t.N, row + t.NC, -std::numeric_limits<acc_t>::infinity());
+void head_logits(Tiles<acc_t>& t, int64_t head, const acc_t* logit_init, const acc_t* mask, bool cosine) {
+  std::copy(logit_init, logit_init + t.NR * t.NC, t.s.begin());
+  if (mask) {
+    for (int64_t i = 0; i < t.N * t.NC; ++i) t.s[i] += mask[i];
   }
-  add_product(t.q.data(), t.dv, t.kt.data(), t.s.data(), t.NR, t.NC, t.d);
+  add_product(t.head_q(head), Strided<const acc_t>{t.kt.data(), t.NC}, Strided<acc_t>{t.s.data(), t.NC},
+              t.NR, t.N, t.d, cosine ? t.q_factor.data() : nullptr);
 }
 
-// The additive shift mask of one window, (N, N), or nullptr where all its tokens share
-// a region (every window but those along the map's last row, column or plane).
+// Every head's (NR, NC) tile of logit_init: the bias (or zeros) in N x N, -inf in the
+// padding columns of real rows, zeros in padding rows.
+template <typename acc_t>
+std::vector<acc_t> logit_inits(const AttentionCall& c) {
+  const int64_t N = c.tokens, NR = tile_rows(N), NC = tile_cols(N);
+  const acc_t* bias = c.bias.defined() ? c.bias.const_data_ptr<acc_t>() : nullptr;
+  std::vector<acc_t> init(c.heads * NR * NC, 0);
+  for (int64_t head = 0; head < c.heads; ++head) {
+    for (int64_t i = 0; i < N; ++i) {
+      acc_t* row = init.data() + (head * NR + i) * NC;
+      if (bias) std::copy(bias + (head * N + i) * N, bias + (head * N + i + 1) * N, row);
+      std::fill(row + N, row + NC, -std::numeric_limits<acc_t>::infinity());
+    }
+  }
+  return init;
+}
+
+// The additive shift mask of one window, (N, NC) with zero padding columns, or nullptr
+// where all its tokens share a region (every window but those along the map's last row,
+// column or plane).
 template <typename acc_t>
 const acc_t* window_mask(Tiles<acc_t>& t) {
-  const int64_t* regions = t.regions.data();
+  const int64_t* regions = t.src.regions.data();
   if (std::all_of(regions, regions + t.N, [&](int64_t r) { return r == regions[0]; })) return nullptr;
   for (int64_t i = 0; i < t.N; ++i) {
     for (int64_t j = 0; j < t.N; ++j) {
-      t.mask[i * t.N + j] = regions[i] == regions[j] ? 0 : static_cast<acc_t>(kMaskValue);
+      t.mask[i * t.NC + j] = regions[i] == regions[j] ? 0 : static_cast<acc_t>(kMaskValue);
     }
   }
   return t.mask.data();

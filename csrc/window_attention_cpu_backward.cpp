@@ -27,15 +27,16 @@
 namespace fastswin {
 namespace {
 
-// A backward task's extra tiles: dO (NR, dv), dS (NR, NC), the transposes of P and dS
-// (NC, NR), the products (NR or NC, dv), and a row of q^.
+// A backward task's extra tiles: the window's rows of dO (N, C; zero for padding tokens,
+// whose output is cropped, then zero rows to NR and a vector of slack), dP then dS (NR,
+// NC), one head's products (NR, dv), the window's d(qkv) rows (N, 3C), and a row of q^.
 template <typename acc_t>
 struct GradTiles {
-  std::vector<acc_t> dout, g, pt, gt, dq, dk, dv, unit;
+  std::vector<acc_t> dout, g, dq, dk, dv, drows, unit;
 
   explicit GradTiles(const Tiles<acc_t>& t)
-      : dout(t.NR * t.dv), g(t.NR * t.NC), pt(t.NC * t.NR), gt(t.NC * t.NR), dq(t.NR * t.dv), dk(t.NC * t.dv),
-        dv(t.NC * t.dv), unit(t.d) {}
+      : dout(t.NR * t.width / 3 + kLanes), g(t.NR * t.NC), dq(t.NR * t.dv), dk(t.NR * t.dv), dv(t.NR * t.dv),
+        drows(t.N * t.width), unit(t.d) {}
 };
 
 // One chunk's sums over its windows.
@@ -44,10 +45,19 @@ struct Partials {
   std::vector<acc_t> bias, scale, fill;
 };
 
+// The tiles the backward's products read besides kt: c q^ (NR, dv), k^ (NC, dv) and v
+// transposed (dv, NC), from the norms load_head found.
 template <typename acc_t>
-void transpose(const acc_t* x, int64_t rows, int64_t cols, acc_t* out) {
-  for (int64_t i = 0; i < rows; ++i) {
-    for (int64_t j = 0; j < cols; ++j) out[j * rows + i] = x[i * cols + j];
+void load_head_backward(Tiles<acc_t>& t, int64_t head, acc_t q_scale) {
+  const Strided<const acc_t> q = t.head_q(head), v = t.head_v(head);
+  const int64_t channels = t.width / 3;
+  for (int64_t n = 0; n < t.N; ++n) {
+    const acc_t fq = q_scale / t.q_norm[n], fk = 1 / t.k_norm[n];
+    for (int64_t e = 0; e < t.d; ++e) {
+      t.q[n * t.dv + e] = q(n, e) * fq;
+      t.k[n * t.dv + e] = q(n, channels + e) * fk;
+      t.vt[e * t.NC + n] = v(n, e);
+    }
   }
 }
 
@@ -79,50 +89,59 @@ inline int64_t pixel_offset(const WindowGeometry& g, const MapStrides& strides, 
 }
 
 template <typename scalar_t, bool kVideo>
-void backward_task(const BackwardCall& k, int64_t task, Tiles<at::opmath_type<scalar_t>>& t,
-                   GradTiles<at::opmath_type<scalar_t>>& gt, Partials<at::opmath_type<scalar_t>>& part) {
+void backward_task(const BackwardCall& k, int64_t task, int64_t next_task, const at::opmath_type<scalar_t>* logit_init,
+                   Tiles<at::opmath_type<scalar_t>>& t, GradTiles<at::opmath_type<scalar_t>>& gt,
+                   Partials<at::opmath_type<scalar_t>>& part) {
   using acc_t = at::opmath_type<scalar_t>;
+  using Tile = Strided<acc_t>;
+  using ConstTile = Strided<const acc_t>;
   const AttentionCall& c = k.c;
   const int64_t N = c.tokens, d = c.head_dim, C = c.channels, width = 3 * C, NR = t.NR, NC = t.NC, dv = t.dv;
-  const acc_t* bias = c.bias.defined() ? c.bias.const_data_ptr<acc_t>() : nullptr;
   const acc_t* logit_mul = c.logit_mul.defined() ? c.logit_mul.const_data_ptr<acc_t>() : nullptr;
+  const scalar_t* qkv = c.qkv.const_data_ptr<scalar_t>();
   const scalar_t* grad_out = k.grad_out.const_data_ptr<scalar_t>();
   scalar_t* dqkv = k.dqkv.mutable_data_ptr<scalar_t>();
   const acc_t scale = static_cast<acc_t>(1.0 / std::sqrt(static_cast<double>(d)));
 
-  load_window<kVideo>(c, c.qkv.const_data_ptr<scalar_t>(), c.qkv_fill.const_data_ptr<acc_t>(), task, t);
+  load_window<kVideo>(c, qkv, c.qkv_fill.const_data_ptr<acc_t>(), task, t);
+  for (int64_t n = 0; n < N; ++n) {
+    acc_t* row = gt.dout.data() + n * C;
+    if (t.src.pixels[n] < 0) {
+      std::fill(row, row + C, static_cast<acc_t>(0));
+    } else {
+      convert_row(grad_out + pixel_offset(c.geom, k.grad_strides, t.src.pixels[n]), k.grad_strides.channel, C, row);
+    }
+  }
+  if (next_task >= 0) {
+    prefetch_window<kVideo>(c, qkv, next_task, t);
+    for (int64_t n = 0; n < N; ++n) {
+      const int64_t pixel = t.ahead.pixels[n];
+      if (pixel >= 0) prefetch_row(grad_out + pixel_offset(c.geom, k.grad_strides, pixel), C, k.grad_strides.channel);
+    }
+  }
   const acc_t* mask = window_mask(t);
   for (int64_t head = 0; head < c.heads; ++head) {
     const acc_t q_scale = logit_mul ? logit_mul[head] : scale;
-    load_head(t, t.rows.data() + head * d, C, width, q_scale, logit_mul != nullptr);
-    head_logits(t, bias ? bias + head * N * N : nullptr, mask);
+    load_head(t, head, C, q_scale, logit_mul != nullptr);
+    load_head_backward(t, head, q_scale);
+    head_logits(t, head, logit_init + head * NR * NC, mask, logit_mul != nullptr);
     softmax_rows(t.s.data(), N, NC, t.max.data(), t.sum.data());
-    std::fill(t.s.begin() + N * NC, t.s.end(), static_cast<acc_t>(0));  // padding rows: no weight
-    // dO, zero for padding tokens (their output is cropped).
-    std::fill(gt.dout.begin(), gt.dout.end(), static_cast<acc_t>(0));
     std::fill(gt.g.begin(), gt.g.end(), static_cast<acc_t>(0));
-    for (int64_t i = 0; i < N; ++i) {
-      if (t.pixels[i] < 0) continue;
-      const int64_t stride = k.grad_strides.channel;
-      const scalar_t* go = grad_out + pixel_offset(c.geom, k.grad_strides, t.pixels[i]) + head * d * stride;
-      convert_row(go, stride, d, gt.dout.data() + i * dv);
-    }
-    add_product(gt.dout.data(), dv, t.vt.data(), gt.g.data(), NR, NC, dv);  // dP = dO V^T
+    const ConstTile p{t.s.data(), NC}, ds{gt.g.data(), NC}, dout{gt.dout.data() + head * d, C};
+    add_product(dout, ConstTile{t.vt.data(), NC}, Tile{gt.g.data(), NC}, NR, N, d);  // dP = dO V^T
     // dS, the row sums of dO * O as those of P * dP (equal, and exact in the accumulation
     // type where the saved out is rounded to the input's).
-    softmax_backward(t.s.data(), gt.g.data(), NR, NC);
+    softmax_backward(t.s.data(), gt.g.data(), N, NC);
     if (k.bias_grad) {
       acc_t* db = part.bias.data() + head * N * N;
       for (int64_t i = 0; i < N; ++i) {
         for (int64_t j = 0; j < N; ++j) db[i * N + j] += gt.g[i * NC + j];
       }
     }
-    transpose(t.s.data(), NR, NC, gt.pt.data());
-    transpose(gt.g.data(), NR, NC, gt.gt.data());
     for (auto* product : {&gt.dv, &gt.dq, &gt.dk}) std::fill(product->begin(), product->end(), static_cast<acc_t>(0));
-    add_product(gt.pt.data(), NR, gt.dout.data(), gt.dv.data(), NC, dv, NR);  // P^T dO
-    add_product(gt.g.data(), NC, t.k.data(), gt.dq.data(), NR, dv, NC);       // dS K
-    add_product(gt.gt.data(), NR, t.q.data(), gt.dk.data(), NC, dv, NR);      // dS^T (c Q)
+    add_product(p.transposed(), dout, Tile{gt.dv.data(), dv}, NR, d, N);                    // P^T dO
+    add_product(ds, ConstTile{t.k.data(), dv}, Tile{gt.dq.data(), dv}, NR, d, N);           // dS K^
+    add_product(ds.transposed(), ConstTile{t.q.data(), dv}, Tile{gt.dk.data(), dv}, NR, d, N);  // dS^T (c Q^)
     acc_t scale_grad = 0;
     for (int64_t n = 0; n < N; ++n) {
       acc_t *dq = gt.dq.data() + n * dv, *dk = gt.dk.data() + n * dv;
@@ -137,7 +156,7 @@ void backward_task(const BackwardCall& k, int64_t task, Tiles<at::opmath_type<sc
       } else {
         for (int64_t e = 0; e < d; ++e) dq[e] *= q_scale;
       }
-      if (t.pixels[n] < 0) {  // a padding token reads qkv_bias
+      if (t.src.pixels[n] < 0) {  // a padding token reads qkv_bias
         if (k.fill_grad) {
           acc_t* fill = part.fill.data() + head * d;
           for (int64_t e = 0; e < d; ++e) {
@@ -148,14 +167,15 @@ void backward_task(const BackwardCall& k, int64_t task, Tiles<at::opmath_type<sc
         }
         continue;
       }
-      scalar_t* row = dqkv + t.pixels[n] * width + head * d;  // dqkv: contiguous (B, [T,] H, W, 3C)
-      for (int64_t e = 0; e < d; ++e) {
-        row[e] = static_cast<scalar_t>(dq[e]);
-        row[C + e] = static_cast<scalar_t>(dk[e]);
-        row[2 * C + e] = static_cast<scalar_t>(dvn[e]);
-      }
+      acc_t* row = gt.drows.data() + n * width + head * d;
+      std::copy(dq, dq + d, row);
+      std::copy(dk, dk + d, row + C);
+      std::copy(dvn, dvn + d, row + 2 * C);
     }
     if (logit_mul && k.scale_passes[head]) part.scale[head] += scale_grad;
+  }
+  for (int64_t n = 0; n < N; ++n) {  // dqkv: contiguous (B, [T,] H, W, 3C), whole rows at once
+    if (t.src.pixels[n] >= 0) store_row(gt.drows.data() + n * width, width, dqkv + t.src.pixels[n] * width);
   }
 }
 
@@ -166,6 +186,7 @@ std::vector<Partials<at::opmath_type<scalar_t>>> backward_cpu(const BackwardCall
   const int64_t tasks = c.geom.batch * windows_per_image(c.geom);
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), tasks));
   std::vector<Partials<acc_t>> parts(chunks);
+  const std::vector<acc_t> logit_init = logit_inits<acc_t>(c);
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     Tiles<acc_t> t(c.tokens, c.head_dim, 3 * c.channels, /*backward=*/true);
     GradTiles<acc_t> gt(t);
@@ -174,8 +195,9 @@ std::vector<Partials<at::opmath_type<scalar_t>>> backward_cpu(const BackwardCall
       part.bias.assign(k.bias_grad ? c.heads * c.tokens * c.tokens : 0, 0);
       part.scale.assign(c.heads, 0);
       part.fill.assign(k.fill_grad ? 3 * c.channels : 0, 0);
-      for (int64_t task = chunk * tasks / chunks; task < (chunk + 1) * tasks / chunks; ++task) {
-        backward_task<scalar_t, kVideo>(k, task, t, gt, part);
+      const int64_t first = chunk * tasks / chunks, last = (chunk + 1) * tasks / chunks;
+      for (int64_t task = first; task < last; ++task) {
+        backward_task<scalar_t, kVideo>(k, task, task + 1 < last ? task + 1 : -1, logit_init.data(), t, gt, part);
       }
     }
   });
