@@ -6,8 +6,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <optional>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -36,10 +38,17 @@ struct MapStrides {
   }
 };
 
-// n elements `stride` apart from src, converted into dst (a loop the compiler vectorizes
-// in the usual, contiguous case).
+// n elements `stride` apart from src, converted into dst (contiguous fp32 and fp64 rows
+// are a memcpy: the C library's, which picks the CPU's widest moves; this file is built
+// for the baseline ISA).
 template <typename scalar_t, typename acc_t>
 void convert_row(const scalar_t* src, int64_t stride, int64_t n, acc_t* dst) {
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    if (stride == 1) {
+      std::memcpy(dst, src, n * sizeof(acc_t));
+      return;
+    }
+  }
   if (stride == 1) {
     for (int64_t e = 0; e < n; ++e) dst[e] = static_cast<acc_t>(src[e]);
   } else {
@@ -50,7 +59,11 @@ void convert_row(const scalar_t* src, int64_t stride, int64_t n, acc_t* dst) {
 // n accumulated values into a contiguous row of the map's type.
 template <typename acc_t, typename scalar_t>
 void store_row(const acc_t* src, int64_t n, scalar_t* dst) {
-  for (int64_t e = 0; e < n; ++e) dst[e] = static_cast<scalar_t>(src[e]);
+  if constexpr (std::is_same_v<scalar_t, acc_t>) {
+    std::memcpy(dst, src, n * sizeof(acc_t));
+  } else {
+    for (int64_t e = 0; e < n; ++e) dst[e] = static_cast<scalar_t>(src[e]);
+  }
 }
 
 // One call's sizes and the small tensors, in the accumulation type, contiguous.
@@ -119,9 +132,11 @@ struct Tiles {
   int64_t N, NR, NC, d, dv, width;
   std::vector<acc_t> rows, kt, q_factor, q, k, vt, q_norm, k_norm, s, o, max, sum, inv_sum, mask;
   Sources src, ahead;  // this task's tokens, and the next one's (prefetch_window)
+  int64_t ahead_task = -1;
 
   Tiles(int64_t tokens, int64_t head_dim, int64_t width_, bool backward)
-      : N(tokens), NR(tile_rows(tokens)), NC(tile_cols(tokens)), d(head_dim), dv(tile_cols(head_dim)), width(width_), rows(NR * width + kLanes), kt(d * NC), q_factor(NR, 1),
+      : N(tokens), NR(tile_rows(tokens)), NC(tile_cols(tokens)), d(head_dim), dv(tile_cols(head_dim)), width(width_),
+        rows(NR * width + kLanes), kt(d * NC), q_factor(NR, 1),
         q(backward ? NR * dv : 0), k(backward ? NC * dv : 0), vt(backward ? dv * NC : 0), q_norm(tokens),
         k_norm(tokens), s(NR * NC), o(NR * dv), max(NR), sum(NR), inv_sum(NR), mask(NR * NC), src(tokens),
         ahead(tokens) {}
@@ -131,10 +146,15 @@ struct Tiles {
   Strided<const acc_t> head_v(int64_t head) const { return {rows.data() + 2 * width / 3 + head * d, width}; }
 };
 
-// Task `task`'s tokens' sources and regions, and their qkv rows.
+// Task `task`'s tokens' sources and regions (found by prefetch_window where it ran
+// ahead), and their qkv rows.
 template <bool kVideo, typename scalar_t, typename acc_t>
 void load_window(const AttentionCall& c, const scalar_t* qkv, const acc_t* fill, int64_t task, Tiles<acc_t>& t) {
-  token_sources<kVideo>(c, task, t.src);
+  if (t.ahead_task == task) {
+    std::swap(t.src, t.ahead);
+  } else {
+    token_sources<kVideo>(c, task, t.src);
+  }
   for (int64_t n = 0; n < t.N; ++n) {
     gather_row(c, qkv, fill, t.src.pixels[n] >= 0, t.src.offsets[n], t.rows.data() + n * t.width);
   }
@@ -152,6 +172,7 @@ void prefetch_row(const scalar_t* row, int64_t n, int64_t stride) {
 template <bool kVideo, typename scalar_t, typename acc_t>
 void prefetch_window(const AttentionCall& c, const scalar_t* qkv, int64_t task, Tiles<acc_t>& t) {
   token_sources<kVideo>(c, task, t.ahead);
+  t.ahead_task = task;
   for (int64_t n = 0; n < t.N; ++n) {
     if (t.ahead.pixels[n] >= 0) prefetch_row(qkv + t.ahead.offsets[n], t.width, c.qkv_strides.channel);
   }

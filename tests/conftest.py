@@ -24,8 +24,9 @@ def device(request):
 
 @pytest.fixture
 def fastswin_path_on_cpu(monkeypatch):
-    """Auto mode keeps a patched model's library forward on CPU inputs (faster there): the
-    patch tests force fastswin's CPU path so that they compare it with the library's."""
+    """Auto mode keeps a patched model's library forward on CPU inputs that need gradients
+    (faster there): the patch tests force fastswin's CPU path so that they compare it with
+    the library's in training too."""
     from fastswin._extension import HAS_C
 
     monkeypatch.setenv("FASTSWIN_BACKEND", "cpu" if HAS_C else "reference")

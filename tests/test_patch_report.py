@@ -26,12 +26,16 @@ def patched(model):
     return [m for m in model.modules() if any(k.startswith(PREFIX) for k in vars(m))]
 
 
-def test_cpu_auto_mode_reports_the_library_forward():
+def test_cpu_auto_mode_reports_the_fused_inference_and_the_library_training():
+    from fastswin._extension import HAS_C
+
     model = tiny_timm(32)
     report = fastswin.patch(model, backend="auto")
-    assert {e.runs for e in report.replaced} == {"the library's own forward (CPU, auto mode)"}
-    assert not any(e.fused for e in report.replaced)
-    assert "4 module(s) of SwinTransformer patched (0 on the fused kernels here)" in str(report)
+    runs = ("the fused C++ CPU kernels (cpu, float32); with gradients the library's own forward (CPU, auto mode)"
+            if HAS_C else "the library's own forward (CPU, auto mode; fastswin's C++ extension is not built)")
+    assert {e.runs for e in report.replaced} == {runs}
+    assert all(e.fused == HAS_C for e in report.replaced)
+    assert f"4 module(s) of SwinTransformer patched ({4 * HAS_C} on the fused kernels here)" in str(report)
 
 
 def test_fused_kernels_reported_where_they_run():

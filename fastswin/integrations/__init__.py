@@ -11,9 +11,10 @@ library's forward when it is active. Element-wise dropouts after the output
 projection (timm's proj_drop, torchvision's dropout, HF's hidden dropout) run
 on the cropped map rather than on padded windows: the same distribution, other
 random draws than the library's. On CPU inputs in auto mode a patched module
-runs the library's forward too: fastswin has no fused CPU attention yet and its
-composed CPU path measured slower than the libraries' (`_core.CPU_FALLBACK`);
-a forced backend (`backend=` or $FASTSWIN_BACKEND) runs fastswin's path.
+runs fastswin's fused C++ CPU attention without gradients (inference, measured
+faster than every library's forward) and the library's forward with them (a
+training step measured slower; `_core.CPU_FALLBACK`); a forced backend
+(`backend=` or $FASTSWIN_BACKEND) runs fastswin's path either way.
 
 Each library lives in its own module (timm.py, torchvision.py,
 transformers.py) and is consulted only when that library is already imported

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from fastswin import ops
+from fastswin._extension import compiled_backend_reason
 from fastswin.backends import BackendError, logger, requested_backend
 
 # Instance attributes a patch adds all start with PREFIX (none is a parameter, buffer or submodule).
@@ -95,13 +96,13 @@ class PatchReport:
         return "\n".join(lines)
 
 
-# fastswin must never make a model slower than its library. On CPU a timm Swin-T
-# patched onto the fused C++ attention (batch 8, fp32, 2-core EPYC) measured 1.02-1.15x
-# timm's inference but 0.93x its training step (torchvision and Hugging Face not yet
-# measured), so auto mode keeps the library's forward for CPU inputs; a forced backend
-# still runs.
-CPU_FALLBACK = ("the input is on the CPU and no backend is forced (the library's own forward is not yet "
-                "measured slower there)")
+# fastswin must never make a model slower than its library. On CPU, patched Swin-T inference
+# on the fused C++ attention (2-core EPYC; timm, torchvision and Hugging Face; batch 8
+# and 1, fp32 and bf16 autocast) measured 1.05-1.23x the library's forward, but a timm
+# training step 0.96x: auto mode runs the library's own forward for CPU inputs that need
+# gradients, and where the C++ extension is not built. A forced backend still runs.
+CPU_FALLBACK = ("the input is on the CPU, gradients are needed and no backend is forced (the library's own "
+                "forward is faster there)")
 
 
 # The backends of shifted_window_attention that run fused kernels.
@@ -110,7 +111,10 @@ FUSED_BACKENDS = ("triton", "cpu")
 
 def library_is_faster(module: nn.Module, x: torch.Tensor) -> bool:
     """Whether the patched `module` runs its original forward on `x` (CPU_FALLBACK)."""
-    return x.device.type == "cpu" and requested_backend(module.__dict__.get(BACKEND_ATTR)) == "auto"
+    if x.device.type != "cpu" or requested_backend(module.__dict__.get(BACKEND_ATTR)) != "auto":
+        return False
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
+    return needs_grad or compiled_backend_reason("cpu", x.device) is not None
 
 
 def runs_on(module: nn.Module, target: Target, backend: Optional[str]) -> Tuple[str, bool]:
@@ -120,14 +124,16 @@ def runs_on(module: nn.Module, target: Target, backend: Optional[str]) -> Tuple[
     limit), the text says what."""
     param = next(module.parameters(), None)
     device, dtype = (param.device, param.dtype) if param is not None else (torch.device("cpu"), torch.float32)
-    if device.type == "cpu" and requested_backend(backend) == "auto":
-        return "the library's own forward (CPU, auto mode)", False
+    where = f"({device.type}, {str(dtype).replace('torch.', '')})"
+    if device.type == "cpu" and requested_backend(backend) == "auto":  # library_is_faster
+        if compiled_backend_reason("cpu", device) is not None:
+            return "the library's own forward (CPU, auto mode; fastswin's C++ extension is not built)", False
+        return f"the fused C++ CPU kernels {where}; with gradients the library's own forward (CPU, auto mode)", True
     heads, head_dim, window = target.geometry(module)
     try:
         chosen, reason = ops.shifted_window_attention_backend(heads, head_dim, window, dtype, device, backend)
     except BackendError as error:
         return f"nothing: {error}", False
-    where = f"({device.type}, {str(dtype).replace('torch.', '')})"
     if chosen == "cpu":  # every size, with gradients too
         return f"the fused C++ CPU kernels {where}", True
     if chosen != "triton":
