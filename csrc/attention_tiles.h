@@ -4,8 +4,9 @@
 // FMA) and the baseline, and the loader picks the one the CPU runs (target_clones), so
 // the build does not assume the build machine's ISA.
 //
-// Tiles: row counts a multiple of kRows and column counts of kLanes, padding rows and
-// columns zeros (q, k, v) or -inf logits.
+// Tiles: row counts a multiple of kRows and column counts of kLanes. What their padding
+// holds is the caller's to choose (window_attention_cpu.h); a column of a product depends
+// only on the same column of b, and a row only on the same row of a.
 #pragma once
 
 #include <cmath>
@@ -48,14 +49,24 @@ struct Strided {
   Strided transposed() const { return {data, col, row}; }
 };
 
+// A matrix with contiguous rows `row` apart (what a product reads whole vectors of).
+template <typename T>
+struct Rows {
+  T* data;
+  int64_t row;
+
+  T& operator()(int64_t i, int64_t j) const { return data[i * row + j]; }
+  Strided<T> strided() const { return {data, row, 1}; }
+};
+
 // c (rows, cols) += row_scale * (a b), row_scale one factor per row of c (nullptr: 1).
 // Every product of the attention (q k^T, P V and the backward's) is one. a (rows, depth)
 // is read as scalars, in any layout; b (depth, cols) and c have contiguous rows, read and
 // written up to cols rounded up to a multiple of kLanes. rows: a multiple of kRows.
 // Each tile keeps kRows x 2 vectors of c in registers while it runs along depth.
 FASTSWIN_CLONES
-inline void add_product(Strided<const float> a, Strided<const float> b, Strided<float> c, int64_t rows,
-                        int64_t cols, int64_t depth, const float* row_scale = nullptr) {
+inline void add_product(Strided<const float> a, Rows<const float> b, Rows<float> c, int64_t rows, int64_t cols,
+                        int64_t depth, const float* row_scale = nullptr) {
   for (int64_t i = 0; i < rows; i += kRows) {
     for (int64_t j = 0; j < cols; j += 2 * kLanes) {
       const bool pair = j + kLanes < cols;
@@ -81,15 +92,21 @@ inline void add_product(Strided<const float> a, Strided<const float> b, Strided<
 }
 
 // The sum and the maximum of a vector's lanes, pairwise (halves, then quarters, ...).
+#if defined(__clang__)
+#define FASTSWIN_SWAP_LANES(v, ...) __builtin_shufflevector(v, v, __VA_ARGS__)
+#else  // GCC before 12 has only __builtin_shuffle
+#define FASTSWIN_SWAP_LANES(v, ...) __builtin_shuffle(v, intv{__VA_ARGS__})
+#endif
 template <typename Op>
 inline float reduce_lanes(floatv v, Op op) {
   typedef int32_t intv __attribute__((vector_size(kLanes * sizeof(int32_t))));
-  v = op(v, __builtin_shuffle(v, intv{8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7}));
-  v = op(v, __builtin_shuffle(v, intv{4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11}));
-  v = op(v, __builtin_shuffle(v, intv{2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13}));
-  v = op(v, __builtin_shuffle(v, intv{1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14}));
+  v = op(v, FASTSWIN_SWAP_LANES(v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7));
+  v = op(v, FASTSWIN_SWAP_LANES(v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11));
+  v = op(v, FASTSWIN_SWAP_LANES(v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13));
+  v = op(v, FASTSWIN_SWAP_LANES(v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14));
   return v[0];
 }
+#undef FASTSWIN_SWAP_LANES
 
 inline float sum_lanes(floatv v) {
   return reduce_lanes(v, [](floatv a, floatv b) { return a + b; });
@@ -170,7 +187,7 @@ inline void softmax_backward(const float* p, float* g, int64_t rows, int64_t col
 // The same loops in any type, plainly (the fp64 path, which the tests compare
 // with the fp64 reference; the float overloads above are the fast path).
 template <typename T>
-void add_product(Strided<const T> a, Strided<const T> b, Strided<T> c, int64_t rows, int64_t cols, int64_t depth,
+void add_product(Strided<const T> a, Rows<const T> b, Rows<T> c, int64_t rows, int64_t cols, int64_t depth,
                  const T* row_scale = nullptr) {
   for (int64_t i = 0; i < rows; ++i) {
     const T factor = row_scale ? row_scale[i] : 1;

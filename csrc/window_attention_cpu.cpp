@@ -50,7 +50,7 @@ void forward_cpu(const AttentionCall& c, const at::Tensor& out_map, const at::Te
         softmax_numerators(t.s.data(), N, t.NC, t.max.data(), t.sum.data());
         for (int64_t i = 0; i < N; ++i) t.inv_sum[i] = 1 / t.sum[i];
         std::fill(t.o.begin(), t.o.end(), static_cast<acc_t>(0));
-        add_product(Strided<const acc_t>{t.s.data(), t.NC}, t.head_v(head), Strided<acc_t>{t.o.data(), t.dv}, t.NR,
+        add_product(Strided<const acc_t>{t.s.data(), t.NC}, t.head_v(head), Rows<acc_t>{t.o.data(), t.dv}, t.NR,
                     d, N, t.inv_sum.data());  // P V: the numerators' product over their sums
         for (int64_t i = 0; i < N; ++i) {
           lse[(task * c.heads + head) * N + i] = t.max[i] + std::log(t.sum[i]);

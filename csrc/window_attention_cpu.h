@@ -123,8 +123,9 @@ inline int64_t tile_cols(int64_t n) { return round_up(n, kLanes); }
 
 // One task's buffers, as attention_tiles.h lays them out: N tokens padded to NR rows
 // (a multiple of kRows) and NC columns (of kLanes); head_dim d padded to dv. rows: the
-// window's q, k, v rows (N, 3C), then zero rows to NR and a vector of slack (a product
-// reads whole vectors of v). kt: one head's k transposed (d, NC), times the logit scale
+// window's q, k, v rows (N, 3C), then zero rows to NR and a vector of slack: a product
+// reads a head's v up to dv < d + kLanes columns, past the last head's into the slack
+// (those columns land in the product's discarded ones). kt: one head's k transposed (d, NC), times the logit scale
 // (v2: over the key's norm); q_factor (NR): v2's 1 / |q|. A backward also keeps that
 // head's q times its scale (NR, dv), k^ (NC, dv) and v transposed (dv, NC).
 template <typename acc_t>
@@ -143,7 +144,7 @@ struct Tiles {
 
   // Head `head`'s q and v in rows ((N, d), rows `width` apart; k is q's C columns on).
   Strided<const acc_t> head_q(int64_t head) const { return {rows.data() + head * d, width}; }
-  Strided<const acc_t> head_v(int64_t head) const { return {rows.data() + 2 * width / 3 + head * d, width}; }
+  Rows<const acc_t> head_v(int64_t head) const { return {rows.data() + 2 * width / 3 + head * d, width}; }
 };
 
 // Task `task`'s tokens' sources and regions (found by prefetch_window where it ran
@@ -152,6 +153,7 @@ template <bool kVideo, typename scalar_t, typename acc_t>
 void load_window(const AttentionCall& c, const scalar_t* qkv, const acc_t* fill, int64_t task, Tiles<acc_t>& t) {
   if (t.ahead_task == task) {
     std::swap(t.src, t.ahead);
+    t.ahead_task = -1;
   } else {
     token_sources<kVideo>(c, task, t.src);
   }
@@ -207,7 +209,7 @@ void head_logits(Tiles<acc_t>& t, int64_t head, const acc_t* logit_init, const a
   if (mask) {
     for (int64_t i = 0; i < t.N * t.NC; ++i) t.s[i] += mask[i];
   }
-  add_product(t.head_q(head), Strided<const acc_t>{t.kt.data(), t.NC}, Strided<acc_t>{t.s.data(), t.NC},
+  add_product(t.head_q(head), Rows<const acc_t>{t.kt.data(), t.NC}, Rows<acc_t>{t.s.data(), t.NC},
               t.NR, t.N, t.d, cosine ? t.q_factor.data() : nullptr);
 }
 

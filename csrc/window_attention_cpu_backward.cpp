@@ -28,8 +28,9 @@ namespace fastswin {
 namespace {
 
 // A backward task's extra tiles: the window's rows of dO (N, C; zero for padding tokens,
-// whose output is cropped, then zero rows to NR and a vector of slack), dP then dS (NR,
-// NC), one head's products (NR, dv), the window's d(qkv) rows (N, 3C), and a row of q^.
+// whose output is cropped, then zero rows to NR and a vector of slack, as Tiles::rows
+// for v), dP then dS (NR, NC), one head's products (NR, dv), the window's d(qkv) rows
+// (N, 3C), and a row of q^.
 template <typename acc_t>
 struct GradTiles {
   std::vector<acc_t> dout, g, dq, dk, dv, drows, unit;
@@ -49,13 +50,14 @@ struct Partials {
 // transposed (dv, NC), from the norms load_head found.
 template <typename acc_t>
 void load_head_backward(Tiles<acc_t>& t, int64_t head, acc_t q_scale) {
-  const Strided<const acc_t> q = t.head_q(head), v = t.head_v(head);
-  const int64_t channels = t.width / 3;
+  const Strided<const acc_t> q = t.head_q(head);
+  const Rows<const acc_t> v = t.head_v(head);
+  const int64_t C = t.width / 3;
   for (int64_t n = 0; n < t.N; ++n) {
     const acc_t fq = q_scale / t.q_norm[n], fk = 1 / t.k_norm[n];
     for (int64_t e = 0; e < t.d; ++e) {
       t.q[n * t.dv + e] = q(n, e) * fq;
-      t.k[n * t.dv + e] = q(n, channels + e) * fk;
+      t.k[n * t.dv + e] = q(n, C + e) * fk;
       t.vt[e * t.NC + n] = v(n, e);
     }
   }
@@ -93,8 +95,8 @@ void backward_task(const BackwardCall& k, int64_t task, int64_t next_task, const
                    Tiles<at::opmath_type<scalar_t>>& t, GradTiles<at::opmath_type<scalar_t>>& gt,
                    Partials<at::opmath_type<scalar_t>>& part) {
   using acc_t = at::opmath_type<scalar_t>;
-  using Tile = Strided<acc_t>;
-  using ConstTile = Strided<const acc_t>;
+  using Tile = Rows<acc_t>;
+  using ConstTile = Rows<const acc_t>;
   const AttentionCall& c = k.c;
   const int64_t N = c.tokens, d = c.head_dim, C = c.channels, width = 3 * C, NR = t.NR, NC = t.NC, dv = t.dv;
   const acc_t* logit_mul = c.logit_mul.defined() ? c.logit_mul.const_data_ptr<acc_t>() : nullptr;
@@ -128,7 +130,7 @@ void backward_task(const BackwardCall& k, int64_t task, int64_t next_task, const
     softmax_rows(t.s.data(), N, NC, t.max.data(), t.sum.data());
     std::fill(gt.g.begin(), gt.g.end(), static_cast<acc_t>(0));
     const ConstTile p{t.s.data(), NC}, ds{gt.g.data(), NC}, dout{gt.dout.data() + head * d, C};
-    add_product(dout, ConstTile{t.vt.data(), NC}, Tile{gt.g.data(), NC}, NR, N, d);  // dP = dO V^T
+    add_product(dout.strided(), ConstTile{t.vt.data(), NC}, Tile{gt.g.data(), NC}, NR, N, d);  // dP = dO V^T
     // dS, the row sums of dO * O as those of P * dP (equal, and exact in the accumulation
     // type where the saved out is rounded to the input's).
     softmax_backward(t.s.data(), gt.g.data(), N, NC);
@@ -139,9 +141,11 @@ void backward_task(const BackwardCall& k, int64_t task, int64_t next_task, const
       }
     }
     for (auto* product : {&gt.dv, &gt.dq, &gt.dk}) std::fill(product->begin(), product->end(), static_cast<acc_t>(0));
-    add_product(p.transposed(), dout, Tile{gt.dv.data(), dv}, NR, d, N);                    // P^T dO
-    add_product(ds, ConstTile{t.k.data(), dv}, Tile{gt.dq.data(), dv}, NR, d, N);           // dS K^
-    add_product(ds.transposed(), ConstTile{t.q.data(), dv}, Tile{gt.dk.data(), dv}, NR, d, N);  // dS^T (c Q^)
+    // The transposed products read P's and dS's padding columns (about 1e-38 from the
+    // padding logits) only into rows N..NR of dV and dK, which are never stored.
+    add_product(p.strided().transposed(), dout, Tile{gt.dv.data(), dv}, NR, d, N);             // P^T dO
+    add_product(ds.strided(), ConstTile{t.k.data(), dv}, Tile{gt.dq.data(), dv}, NR, d, N);     // dS K^
+    add_product(ds.strided().transposed(), ConstTile{t.q.data(), dv}, Tile{gt.dk.data(), dv}, NR, d, N);  // dS^T cQ^
     acc_t scale_grad = 0;
     for (int64_t n = 0; n < N; ++n) {
       acc_t *dq = gt.dq.data() + n * dv, *dk = gt.dk.data() + n * dv;

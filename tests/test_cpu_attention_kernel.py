@@ -20,13 +20,13 @@ CASES = [((9, 11), (7, 7), (3, 3)), ((2, 9), (7, 7), (3, 3)), ((8, 8), (4, 4), (
 HEADS, HEAD_DIM = 3, 8
 
 
-def _inputs(sizes, window, v2, fill, dtype, seed):
+def _inputs(sizes, window, v2, fill, dtype, seed, heads=HEADS, head_dim=HEAD_DIM):
     n = math.prod(window)
-    wide = random_tensor((2, *sizes, 3 * HEADS * HEAD_DIM + 5), dtype, "cpu", seed)
+    wide = random_tensor((2, *sizes, 3 * heads * head_dim + 5), dtype, "cpu", seed)
     qkv = wide[..., 2:-3]  # strided: rows of a wider map
-    bias = random_tensor((HEADS, n, n), torch.float32, "cpu", seed + 1)
-    logit_scale = random_tensor((HEADS, 1, 1), torch.float32, "cpu", seed + 2) + 1 if v2 else None
-    qkv_bias = random_tensor((3 * HEADS * HEAD_DIM,), torch.float32, "cpu", seed + 3) if fill else None
+    bias = random_tensor((heads, n, n), torch.float32, "cpu", seed + 1)
+    logit_scale = random_tensor((heads, 1, 1), torch.float32, "cpu", seed + 2) + 1 if v2 else None
+    qkv_bias = random_tensor((3 * heads * head_dim,), torch.float32, "cpu", seed + 3) if fill else None
     return qkv, bias, logit_scale, qkv_bias
 
 
@@ -78,14 +78,14 @@ def test_cpu_forward_refuses_bad_arguments(bad, match):
                                                         args["shift"], False)
 
 
-def _grads(dtype, sizes, window, shift, order, v2, seed, backend):
+def _grads(dtype, sizes, window, shift, order, v2, seed, backend, heads=HEADS, head_dim=HEAD_DIM):
     """Output and gradients of (qkv, bias, logit_scale, qkv_bias) through the op, in dtype."""
-    qkv, bias, logit_scale, qkv_bias = _inputs(sizes, window, v2, True, torch.float64, seed)
-    grad = random_tensor((2, *sizes, HEADS * HEAD_DIM), torch.float64, "cpu", seed + 4)
+    qkv, bias, logit_scale, qkv_bias = _inputs(sizes, window, v2, True, torch.float64, seed, heads, head_dim)
+    grad = random_tensor((2, *sizes, heads * head_dim), torch.float64, "cpu", seed + 4)
     if v2:
         logit_scale[0] = 5.0  # past the clamp: no gradient for this head
     leaves = [t.to(dtype).requires_grad_() for t in (qkv, bias, logit_scale, qkv_bias) if t is not None]
-    out = ops.shifted_window_attention(leaves[0], HEADS, window, shift, leaves[1], order=order, backend=backend,
+    out = ops.shifted_window_attention(leaves[0], heads, window, shift, leaves[1], order=order, backend=backend,
                                        logit_scale=leaves[2] if v2 else None, qkv_bias=leaves[-1], always_shift=True)
     out.backward(grad.to(dtype).transpose(1, 2).contiguous().transpose(1, 2))  # a strided gradient
     return [out.double()] + [t.grad.double() for t in leaves]
@@ -102,9 +102,28 @@ def test_cpu_backward_matches_reference(sizes, window, shift, order, v2, dtype):
     want = _grads(torch.float64, sizes, window, shift, order, v2, seed, "reference")
     eager = _grads(dtype, sizes, window, shift, order, v2, seed, "reference")
     got = _grads(dtype, sizes, window, shift, order, v2, seed, "cpu")
-    floor = 1e-5 if dtype == torch.float32 else 0.0
+    _assert_within_twice_eager(got, eager, want, 1e-5 if dtype == torch.float32 else 0.0)
+
+
+def _assert_within_twice_eager(got, eager, want, floor):
     for name, g, e, w in zip(["out", "qkv", "bias", "logit_scale", "qkv_bias"][:len(got)], got, eager, want):
         assert (g - w).abs().max().item() <= max(2 * (e - w).abs().max().item(), floor * w.abs().max().item()), name
+
+
+# Head dims off the 16-float vector (a product reads a head's v and dO into the next
+# head's columns, the last head's into the buffers' slack) and windows of 1, 6 and 343
+# tokens (fewer rows than a register tile; a video window).
+ODD_SHAPES = [((3, 4), (1, 1), (0, 0), 5, 4), ((5, 7), (2, 3), (1, 1), 2, 30),
+              ((7, 8, 9), (7, 7, 7), (3, 3, 3), 1, 24)]
+
+
+@pytest.mark.parametrize("v2", [False, True])
+@pytest.mark.parametrize("sizes,window,shift,heads,head_dim", ODD_SHAPES)
+def test_cpu_kernels_at_odd_head_dims_and_windows(sizes, window, shift, heads, head_dim, v2):
+    args = (sizes, window, shift, "timm", v2, 3 + heads, "reference", heads, head_dim)
+    want, eager = _grads(torch.float64, *args), _grads(torch.float32, *args)
+    got = _grads(torch.float32, *args[:6], "cpu", heads, head_dim)
+    _assert_within_twice_eager(got, eager, want, 1e-5)
 
 
 def test_cpu_gradcheck_and_opcheck():
