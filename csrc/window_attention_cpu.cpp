@@ -45,7 +45,7 @@ void forward_cpu(const AttentionCall& c, const at::Tensor& out_map, const at::Te
       if (task + 1 < end) prefetch_window<kVideo>(c, qkv, task + 1, t);
       const acc_t* mask = window_mask(t);
       for (int64_t head = 0; head < c.heads; ++head) {
-        load_head(t, head, C, logit_mul ? logit_mul[head] : scale, logit_mul != nullptr);
+        load_head(t, head, logit_mul ? logit_mul[head] : scale, logit_mul != nullptr);
         head_logits(t, head, logit_init.data() + head * t.NR * t.NC, mask, logit_mul != nullptr);
         softmax_numerators(t.s.data(), N, t.NC, t.max.data(), t.sum.data());
         for (int64_t i = 0; i < N; ++i) t.inv_sum[i] = 1 / t.sum[i];

@@ -142,8 +142,9 @@ struct Tiles {
         k_norm(tokens), s(NR * NC), o(NR * dv), max(NR), sum(NR), inv_sum(NR), mask(NR * NC), src(tokens),
         ahead(tokens) {}
 
-  // Head `head`'s q and v in rows ((N, d), rows `width` apart; k is q's C columns on).
+  // Head `head`'s q, k and v in rows ((N, d), rows `width` = 3C apart).
   Strided<const acc_t> head_q(int64_t head) const { return {rows.data() + head * d, width}; }
+  Strided<const acc_t> head_k(int64_t head) const { return {rows.data() + width / 3 + head * d, width}; }
   Rows<const acc_t> head_v(int64_t head) const { return {rows.data() + 2 * width / 3 + head * d, width}; }
 };
 
@@ -189,10 +190,10 @@ acc_t clamped_norm(const acc_t* x, int64_t d) {
 // One head's k, transposed and times q_scale (v2: over its norm) into kt, and v2's query
 // factors 1 / |q| and norms. Padding columns of kt stay zero.
 template <typename acc_t>
-void load_head(Tiles<acc_t>& t, int64_t head, int64_t channels, acc_t q_scale, bool cosine) {
-  const Strided<const acc_t> q = t.head_q(head);
+void load_head(Tiles<acc_t>& t, int64_t head, acc_t q_scale, bool cosine) {
+  const Strided<const acc_t> q = t.head_q(head), k = t.head_k(head);
   for (int64_t n = 0; n < t.N; ++n) {
-    const acc_t* kn = &q(n, channels);
+    const acc_t* kn = &k(n, 0);
     t.q_norm[n] = cosine ? clamped_norm(&q(n, 0), t.d) : 1;
     t.k_norm[n] = cosine ? clamped_norm(kn, t.d) : 1;
     t.q_factor[n] = 1 / t.q_norm[n];

@@ -50,14 +50,13 @@ struct Partials {
 // transposed (dv, NC), from the norms load_head found.
 template <typename acc_t>
 void load_head_backward(Tiles<acc_t>& t, int64_t head, acc_t q_scale) {
-  const Strided<const acc_t> q = t.head_q(head);
+  const Strided<const acc_t> q = t.head_q(head), k = t.head_k(head);
   const Rows<const acc_t> v = t.head_v(head);
-  const int64_t C = t.width / 3;
   for (int64_t n = 0; n < t.N; ++n) {
     const acc_t fq = q_scale / t.q_norm[n], fk = 1 / t.k_norm[n];
     for (int64_t e = 0; e < t.d; ++e) {
       t.q[n * t.dv + e] = q(n, e) * fq;
-      t.k[n * t.dv + e] = q(n, C + e) * fk;
+      t.k[n * t.dv + e] = k(n, e) * fk;
       t.vt[e * t.NC + n] = v(n, e);
     }
   }
@@ -106,25 +105,25 @@ void backward_task(const BackwardCall& k, int64_t task, int64_t next_task, const
   const acc_t scale = static_cast<acc_t>(1.0 / std::sqrt(static_cast<double>(d)));
 
   load_window<kVideo>(c, qkv, c.qkv_fill.const_data_ptr<acc_t>(), task, t);
-  for (int64_t n = 0; n < N; ++n) {
+  for (int64_t n = 0; n < N; ++n) {  // dO, zero for padding tokens (their output is cropped)
     acc_t* row = gt.dout.data() + n * C;
-    if (t.src.pixels[n] < 0) {
+    const int64_t pixel = t.src.pixels[n];
+    if (pixel < 0) {
       std::fill(row, row + C, static_cast<acc_t>(0));
     } else {
-      convert_row(grad_out + pixel_offset(c.geom, k.grad_strides, t.src.pixels[n]), k.grad_strides.channel, C, row);
+      convert_row(grad_out + pixel_offset(c.geom, k.grad_strides, pixel), k.grad_strides.channel, C, row);
     }
   }
-  if (next_task >= 0) {
+  if (next_task >= 0) {  // the next window's qkv rows, then its dO rows
     prefetch_window<kVideo>(c, qkv, next_task, t);
-    for (int64_t n = 0; n < N; ++n) {
-      const int64_t pixel = t.ahead.pixels[n];
+    for (const int64_t pixel : t.ahead.pixels) {
       if (pixel >= 0) prefetch_row(grad_out + pixel_offset(c.geom, k.grad_strides, pixel), C, k.grad_strides.channel);
     }
   }
   const acc_t* mask = window_mask(t);
   for (int64_t head = 0; head < c.heads; ++head) {
     const acc_t q_scale = logit_mul ? logit_mul[head] : scale;
-    load_head(t, head, C, q_scale, logit_mul != nullptr);
+    load_head(t, head, q_scale, logit_mul != nullptr);
     load_head_backward(t, head, q_scale);
     head_logits(t, head, logit_init + head * NR * NC, mask, logit_mul != nullptr);
     softmax_rows(t.s.data(), N, NC, t.max.data(), t.sum.data());
