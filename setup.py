@@ -71,7 +71,7 @@ def derive_max_jobs():
 
 def extension():
     cpu_sources = ["csrc/module.cpp", "csrc/window_process.cpp", "csrc/window_attention_cpu.cpp",
-                   "csrc/window_attention_cpu_backward.cpp"]
+                   "csrc/window_attention_cpu_backward.cpp", "csrc/window_layout_attention_cpu.cpp"]
     cuda_sources = ["csrc/window_process_cuda.cu"]
     cxx = ["-O3"]
     if not want_cuda():

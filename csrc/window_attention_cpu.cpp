@@ -19,7 +19,9 @@
 #include <ATen/ops/zeros.h>
 #include <torch/library.h>
 
+#include "denormals.h"
 #include "window_attention_cpu.h"
+#include "window_attention_heads.h"
 
 namespace fastswin {
 namespace {
@@ -27,35 +29,24 @@ namespace {
 template <typename scalar_t, bool kVideo>
 void forward_cpu(const AttentionCall& c, const at::Tensor& out_map, const at::Tensor& lse_rows) {
   using acc_t = at::opmath_type<scalar_t>;
-  const int64_t N = c.tokens, d = c.head_dim, C = c.channels, width = 3 * C;
+  const int64_t N = c.tokens, C = c.channels;
   const scalar_t* qkv = c.qkv.const_data_ptr<scalar_t>();
   const acc_t* fill = c.qkv_fill.const_data_ptr<acc_t>();
-  const acc_t* logit_mul = c.logit_mul.defined() ? c.logit_mul.const_data_ptr<acc_t>() : nullptr;
   scalar_t* out = out_map.mutable_data_ptr<scalar_t>();
   acc_t* lse = lse_rows.mutable_data_ptr<acc_t>();
-  const acc_t scale = static_cast<acc_t>(1.0 / std::sqrt(static_cast<double>(d)));
   const int64_t tasks = c.geom.batch * windows_per_image(c.geom);
   const std::vector<acc_t> logit_init = logit_inits<acc_t>(c);
 
   at::parallel_for(0, tasks, 1, [&](int64_t begin, int64_t end) {
-    Tiles<acc_t> t(N, d, width, /*backward=*/false);
+    const FlushDenormals flush;  // denormals.h says why
+    Tiles<acc_t> t(N, c.head_dim, 3 * C, /*backward=*/false);
     std::vector<acc_t> out_rows(N * C);  // the window's output rows, stored whole
     for (int64_t task = begin; task < end; ++task) {
       load_window<kVideo>(c, qkv, fill, task, t);
       if (task + 1 < end) prefetch_window<kVideo>(c, qkv, task + 1, t);
       const acc_t* mask = window_mask(t);
       for (int64_t head = 0; head < c.heads; ++head) {
-        load_head(t, head, logit_mul ? logit_mul[head] : scale, logit_mul != nullptr);
-        head_logits(t, head, logit_init.data() + head * t.NR * t.NC, mask, logit_mul != nullptr);
-        softmax_numerators(t.s.data(), N, t.NC, t.max.data(), t.sum.data());
-        for (int64_t i = 0; i < N; ++i) t.inv_sum[i] = 1 / t.sum[i];
-        std::fill(t.o.begin(), t.o.end(), static_cast<acc_t>(0));
-        add_product(Strided<const acc_t>{t.s.data(), t.NC}, t.head_v(head), Rows<acc_t>{t.o.data(), t.dv}, t.NR,
-                    d, N, t.inv_sum.data());  // P V: the numerators' product over their sums
-        for (int64_t i = 0; i < N; ++i) {
-          lse[(task * c.heads + head) * N + i] = t.max[i] + std::log(t.sum[i]);
-          std::copy(t.o.begin() + i * t.dv, t.o.begin() + i * t.dv + d, out_rows.begin() + i * C + head * d);
-        }
+        forward_head(c, t, head, logit_init.data(), mask, out_rows.data(), lse + (task * c.heads + head) * N);
       }
       for (int64_t i = 0; i < N; ++i) {  // out: contiguous (B, [T,] H, W, C); padding tokens' rows are cropped
         if (t.src.pixels[i] >= 0) store_row(out_rows.data() + i * C, C, out + t.src.pixels[i] * C);
@@ -64,10 +55,22 @@ void forward_cpu(const AttentionCall& c, const at::Tensor& out_map, const at::Te
   });
 }
 
-// A small tensor (bias, fill, logit multipliers) as a contiguous one of the accumulation type.
-at::Tensor small(const at::Tensor& x, at::ScalarType acc) { return x.to(acc).contiguous(); }
-
 }  // namespace
+
+void plan_heads(AttentionHeads& c, const std::optional<at::Tensor>& bias,
+                const std::optional<at::Tensor>& logit_scale, at::ScalarType acc, const char* op) {
+  const int64_t heads = c.heads, tokens = c.tokens;
+  if (bias.has_value()) {
+    TORCH_CHECK(bias->sizes() == at::IntArrayRef({heads, tokens, tokens}), op, ": bias must be (heads, N, N) = (",
+                heads, ", ", tokens, ", ", tokens, "), got ", bias->sizes());
+    c.bias = small(*bias, acc);
+  }
+  if (logit_scale.has_value()) {
+    TORCH_CHECK(logit_scale->numel() == heads, op, ": logit_scale must have ", heads, " entries, got ",
+                logit_scale->numel());
+    c.logit_mul = small(*logit_scale, at::kDouble).clamp_max(kLogitScaleMax).exp().to(acc).reshape({heads});
+  }
+}
 
 AttentionCall plan_attention(const at::Tensor& qkv, const std::optional<at::Tensor>& bias,
                              const std::optional<at::Tensor>& logit_scale, const std::optional<at::Tensor>& qkv_bias,
@@ -102,19 +105,10 @@ AttentionCall plan_attention(const at::Tensor& qkv, const std::optional<at::Tens
   c.channels = qkv.size(-1) / 3;
   c.head_dim = c.channels / num_heads;
   c.tokens = tokens;
+  c.scale = 1.0 / std::sqrt(static_cast<double>(c.head_dim));
   c.qkv_strides = MapStrides(qkv);
   c.qkv = qkv;
-  if (bias.has_value()) {
-    TORCH_CHECK(bias->sizes() == at::IntArrayRef({num_heads, tokens, tokens}),
-                "fastswin.shifted_window_attention: bias must be (heads, N, N) = (", num_heads, ", ", tokens, ", ",
-                tokens, "), got ", bias->sizes());
-    c.bias = small(*bias, acc);
-  }
-  if (logit_scale.has_value()) {
-    TORCH_CHECK(logit_scale->numel() == num_heads, "fastswin.shifted_window_attention: logit_scale must have ",
-                num_heads, " entries, got ", logit_scale->numel());
-    c.logit_mul = small(*logit_scale, at::kDouble).clamp_max(kLogitScaleMax).exp().to(acc).reshape({num_heads});
-  }
+  plan_heads(c, bias, logit_scale, acc, "fastswin.shifted_window_attention");
   if (qkv_bias.has_value()) {
     TORCH_CHECK(qkv_bias->numel() == 3 * c.channels, "fastswin.shifted_window_attention: qkv_bias must have ",
                 3 * c.channels, " entries, got ", qkv_bias->numel());

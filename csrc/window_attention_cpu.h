@@ -66,14 +66,22 @@ void store_row(const acc_t* src, int64_t n, scalar_t* dst) {
   }
 }
 
-// One call's sizes and the small tensors, in the accumulation type, contiguous.
-struct AttentionCall {
+// What a call of either layout shares: its sizes, v1's multiplier of q k^T, and the
+// small tensors in the accumulation type, contiguous (logit_mul: v2's exp(clamped
+// logit_scale) per head; undefined for v1).
+struct AttentionHeads {
+  int64_t heads, head_dim, channels, tokens;
+  double scale;
+  at::Tensor bias, logit_mul;
+};
+
+// One image-layout call: the map's geometry and strides besides.
+struct AttentionCall : AttentionHeads {
   WindowGeometry geom;
   int64_t shift_d, shift_h, shift_w;  // as given (the geometry's wrap to the padded map)
   bool timm_order;
-  int64_t heads, head_dim, channels, tokens;
   MapStrides qkv_strides;
-  at::Tensor qkv, bias, qkv_fill, logit_mul;
+  at::Tensor qkv, qkv_fill;
 };
 
 // Where the tokens of one window live: their rows in the (B, [T,] H, W) map (-1: a
@@ -217,7 +225,7 @@ void head_logits(Tiles<acc_t>& t, int64_t head, const acc_t* logit_init, const a
 // Every head's (NR, NC) tile of logit_init: the bias (or zeros) in N x N, -inf in the
 // padding columns of real rows, zeros in padding rows.
 template <typename acc_t>
-std::vector<acc_t> logit_inits(const AttentionCall& c) {
+std::vector<acc_t> logit_inits(const AttentionHeads& c) {
   const int64_t N = c.tokens, NR = tile_rows(N), NC = tile_cols(N);
   const acc_t* bias = c.bias.defined() ? c.bias.const_data_ptr<acc_t>() : nullptr;
   std::vector<acc_t> init(c.heads * NR * NC, 0);
@@ -245,6 +253,14 @@ const acc_t* window_mask(Tiles<acc_t>& t) {
   }
   return t.mask.data();
 }
+
+// Checks bias (heads, N, N) and logit_scale (heads entries) for op `op`, and sets c's
+// small tensors from them (c's sizes set).
+void plan_heads(AttentionHeads& c, const std::optional<at::Tensor>& bias,
+                const std::optional<at::Tensor>& logit_scale, at::ScalarType acc, const char* op);
+
+// A small tensor (bias, mask, fill, logit multipliers) as a contiguous one of type `type`.
+inline at::Tensor small(const at::Tensor& x, at::ScalarType type) { return x.to(type).contiguous(); }
 
 // Checks the arguments and plans a call: geometry, strides, the small tensors in the
 // accumulation type.

@@ -246,19 +246,12 @@ LARGE_IMAGE_STAGES = [("swinv2_b_384", 1, (96, 96), 128, 4, (24, 24), True)]  # 
 
 
 def kernel_backend(device: torch.device) -> Optional[str]:
-    """The backend the op benchmarks time as fastswin: on CUDA the Triton kernels, forced,
-    so that they are measured wherever they run (auto trains eagerly past
-    AUTO_TRAINING_MAX_TOKENS); elsewhere auto."""
-    return "triton" if device.type == "cuda" else None
-
-
-def image_kernel_backend(device: torch.device) -> Optional[str]:
-    """The backend the image-layout benchmarks time as fastswin, forced wherever it runs, with
-    gradients too: on CUDA the Triton kernels, on CPU the fused C++ kernels (auto trains
-    eagerly there); else auto."""
-    if device.type == "cpu" and HAS_C:
-        return "cpu"
-    return kernel_backend(device)
+    """The backend the op benchmarks time as fastswin, forced wherever it runs, with
+    gradients too (auto trains eagerly past AUTO_TRAINING_MAX_TOKENS on CUDA and always on
+    CPU): on CUDA the Triton kernels, on CPU the fused C++ kernels; else auto."""
+    if device.type == "cuda":
+        return "triton"
+    return "cpu" if device.type == "cpu" and HAS_C else None
 
 
 def image_attention_inputs(sizes: Tuple[int, ...], channels: int, heads: int, window: Tuple[int, ...], v2: bool,
@@ -288,7 +281,7 @@ def shifted_window_attention_rows(device: torch.device, dtype: torch.dtype, batc
                                   bandwidth: Optional[float], stages=IMAGE_STAGES, repeats: int = 20,
                                   with_compile: bool = False) -> List[Row]:
     """The attention of a Swin block between its qkv and proj linears: fastswin
-    (image_kernel_backend: the fused image-layout kernels, Triton on CUDA, C++ on CPU) vs
+    (kernel_backend: the fused image-layout kernels, Triton on CUDA, C++ on CPU) vs
     eager PyTorch (pad, roll, partition, attention, reverse, roll back, crop: the timm /
     torchvision path), on CUDA fastswin's own composition (partition kernel + fused window
     attention + reverse), the eager path with FlexAttention (where it runs) and
@@ -303,7 +296,7 @@ def shifted_window_attention_rows(device: torch.device, dtype: torch.dtype, batc
 
         def fast(x, b):
             return ops.shifted_window_attention(x, heads, window, shift, b, logit_scale=logit_scale,
-                                                qkv_bias=qkv_bias, backend=image_kernel_backend(device))
+                                                qkv_bias=qkv_bias, backend=kernel_backend(device))
 
         rows += _compare("shifted_window_attention", case, "fwd", dtype, lambda: fast(qkv, bias),
                          {name: (lambda f=fn: f(qkv, bias)) for name, fn in impls.items()}, device, repeats,

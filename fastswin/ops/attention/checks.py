@@ -156,9 +156,9 @@ CPU_TRAINING_LIMIT = ("with gradients auto does not pick the fused CPU kernels: 
                       "0.87-2.9x eager PyTorch's (Swin-T stages, fp32); backend='cpu' forces them")
 
 
-def map_cpu_reason(device: torch.device, backend: Optional[str], training: bool = False) -> Optional[str]:
-    """Why the fused C++ CPU kernels do not run these maps, or None: they run CPU tensors of
-    any size, and in auto mode only without gradients (CPU_TRAINING_LIMIT)."""
+def cpu_kernels_reason(device: torch.device, backend: Optional[str], training: bool = False) -> Optional[str]:
+    """Why the fused C++ CPU kernels (either layout) do not run these inputs, or None: they
+    run CPU tensors of any size, and in auto mode only without gradients (CPU_TRAINING_LIMIT)."""
     reason = compiled_backend_reason("cpu", device)
     if reason is None and training and requested_backend(backend) == "auto":
         return CPU_TRAINING_LIMIT

@@ -1,14 +1,28 @@
-"""The fused C++ CPU image-layout attention (csrc/window_attention_cpu*.cpp), registered
-by the extension as fastswin::shifted_window_attention_cpu (+ _backward): the same
-signatures as the Triton image-layout ops, whose fake implementations and autograd
-it takes (custom_ops.py). The kernels run 2D and video maps as they are (no folding)."""
+"""The fused C++ CPU attention kernels, registered by the extension with the same
+signatures as the Triton ops, whose fake implementations and autograd they take
+(custom_ops.py):
+
+- fastswin::window_attention_cpu (+ _backward), window layout
+  (csrc/window_layout_attention_cpu.cpp);
+- fastswin::shifted_window_attention_cpu (+ _backward), image layout
+  (csrc/window_attention_cpu*.cpp); the kernels run 2D and video maps as they are
+  (no folding).
+"""
 from typing import List, Optional, Tuple
 
 import torch
 
 from fastswin._extension import HAS_C
 from fastswin.ops.attention.custom_ops import (image_attention_autograd, image_attention_backward_fake,
-                                               image_attention_fake)
+                                               image_attention_fake, window_attention_autograd,
+                                               window_attention_backward_fake, window_attention_fake)
+
+
+def cpu_window_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Optional[torch.Tensor],
+                            mask: Optional[torch.Tensor], logit_scale: Optional[torch.Tensor],
+                            scale: float) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(out, lse) of the CPU kernel, as window_attention_op's."""
+    return torch.ops.fastswin.window_attention_cpu(q, k, v, bias, mask, logit_scale, scale)
 
 
 def cpu_image_attention_op(qkv: torch.Tensor, bias: Optional[torch.Tensor], logit_scale: Optional[torch.Tensor],
@@ -20,12 +34,15 @@ def cpu_image_attention_op(qkv: torch.Tensor, bias: Optional[torch.Tensor], logi
                                                            shift_size, timm_order)
 
 
-def _register() -> None:
-    torch.library.register_fake("fastswin::shifted_window_attention_cpu")(image_attention_fake)
-    torch.library.register_fake("fastswin::shifted_window_attention_cpu_backward")(image_attention_backward_fake)
-    backward, setup_context = image_attention_autograd(torch.ops.fastswin.shifted_window_attention_cpu_backward)
-    torch.library.register_autograd("fastswin::shifted_window_attention_cpu", backward, setup_context=setup_context)
+def _register(op: str, fake, backward_fake, autograd) -> None:
+    torch.library.register_fake(f"fastswin::{op}")(fake)
+    torch.library.register_fake(f"fastswin::{op}_backward")(backward_fake)
+    backward, setup_context = autograd(getattr(torch.ops.fastswin, f"{op}_backward"))
+    torch.library.register_autograd(f"fastswin::{op}", backward, setup_context=setup_context)
 
 
 if HAS_C:
-    _register()
+    _register("window_attention_cpu", window_attention_fake, window_attention_backward_fake,
+              window_attention_autograd)
+    _register("shifted_window_attention_cpu", image_attention_fake, image_attention_backward_fake,
+              image_attention_autograd)

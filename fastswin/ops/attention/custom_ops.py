@@ -1,8 +1,9 @@
 """The registered ops of the attention kernels, with fake (meta) implementations, so
 that torch.compile traces through them, and autograd:
 
-- fastswin::window_attention_triton (+ _window_backward): window layout, (B_, heads, N, d)
-  q, k, v; a logit_scale switches the kernels to Swin-V2 cosine attention;
+- fastswin::window_attention_triton (+ _backward): window layout, (B_, heads, N, d)
+  q, k, v; a logit_scale switches the kernels to Swin-V2 cosine attention; the C++ CPU
+  kernels of the same signatures (cpu_ops.py) share its fake and autograd;
 - fastswin::shifted_window_attention_triton (+ _backward): image layout, a
   (B, [T,] H, W, 3C) qkv map in, the (B, [T,] H, W, C) attention output out; the
   C++ CPU kernels of the same signatures (cpu_ops.py) share its fake and autograd.
@@ -30,10 +31,13 @@ def window_attention_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias:
     return window_attention_forward(q, k, v, bias, mask, scale, logit_scale)
 
 
-@window_attention_op.register_fake
-def _(q, k, v, bias, mask, logit_scale, scale):
+def window_attention_fake(q, k, v, bias, mask, logit_scale, scale):
+    """What a window-layout attention op returns (every backend's): out and lse."""
     B_, heads, n, _ = q.shape
     return bshd_empty(q), q.new_empty(B_, heads, n, dtype=accumulator(q.dtype))
+
+
+window_attention_op.register_fake(window_attention_fake)
 
 
 @torch.library.custom_op("fastswin::window_attention_triton_backward", mutates_args=())
@@ -48,29 +52,39 @@ def window_attention_backward_op(grad_out: torch.Tensor, q: torch.Tensor, k: tor
     return dq, dk, dv, dbias if bias_grad else q.new_empty(0), dscale[0] if logit_scale_grad else q.new_empty(0)
 
 
-@window_attention_backward_op.register_fake
-def _(grad_out, q, k, v, out, lse, bias, mask, logit_scale, scale, bias_grad, logit_scale_grad):
+def window_attention_backward_fake(grad_out, q, k, v, out, lse, bias, mask, logit_scale, scale, bias_grad,
+                                   logit_scale_grad):
+    """What a window-layout attention backward op returns: d q, d k, d v, d bias and
+    d logit_scale, empty where not asked for."""
     dbias = bias.new_empty(bias.shape) if bias_grad else q.new_empty(0)
     dscale = logit_scale.new_empty(logit_scale.shape) if logit_scale_grad else q.new_empty(0)
     return bshd_empty(q), bshd_empty(q), bshd_empty(q), dbias, dscale
 
 
-def _window_setup_context(ctx, inputs, output):
-    q, k, v, bias, mask, logit_scale, ctx.scale = inputs
-    out, lse = output
-    ctx.save_for_backward(q, k, v, bias, mask, logit_scale, out, lse)
-    ctx.mark_non_differentiable(lse)
+window_attention_backward_op.register_fake(window_attention_backward_fake)
 
 
-def _window_backward(ctx, grad_out, _grad_lse):
-    q, k, v, bias, mask, logit_scale, out, lse = ctx.saved_tensors
-    bias_grad = bias is not None and ctx.needs_input_grad[3]
-    scale_grad = logit_scale is not None and ctx.needs_input_grad[5]
-    dq, dk, dv, dbias, dscale = window_attention_backward_op(grad_out, q, k, v, out, lse, bias, mask, logit_scale,
-                                                             ctx.scale, bias_grad, scale_grad)
-    return dq, dk, dv, dbias if bias_grad else None, None, dscale if scale_grad else None, None
+def window_attention_autograd(backward_op):
+    """(backward, setup_context) of a window-layout attention op whose gradients
+    backward_op computes (the same signature on every backend)."""
+    def setup_context(ctx, inputs, output):
+        q, k, v, bias, mask, logit_scale, ctx.scale = inputs
+        out, lse = output
+        ctx.save_for_backward(q, k, v, bias, mask, logit_scale, out, lse)
+        ctx.mark_non_differentiable(lse)
+
+    def backward(ctx, grad_out, _grad_lse):
+        q, k, v, bias, mask, logit_scale, out, lse = ctx.saved_tensors
+        bias_grad = bias is not None and ctx.needs_input_grad[3]
+        scale_grad = logit_scale is not None and ctx.needs_input_grad[5]
+        dq, dk, dv, dbias, dscale = backward_op(grad_out, q, k, v, out, lse, bias, mask, logit_scale, ctx.scale,
+                                                bias_grad, scale_grad)
+        return dq, dk, dv, dbias if bias_grad else None, None, dscale if scale_grad else None, None
+
+    return backward, setup_context
 
 
+_window_backward, _window_setup_context = window_attention_autograd(window_attention_backward_op)
 window_attention_op.register_autograd(_window_backward, setup_context=_window_setup_context)
 
 

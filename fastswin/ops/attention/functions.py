@@ -2,7 +2,7 @@
 `cosine_window_attention` on windows, `shifted_window_attention` on the image layout.
 
 Backends: "triton", the fused kernels (through the registered ops, custom_ops.py);
-for shifted_window_attention also "cpu", the fused C++ CPU kernels (cpu_ops.py), and
+"cpu", the fused C++ CPU kernels (cpu_ops.py); for shifted_window_attention also
 "cuda", fastswin's window partition / reverse kernels composed with the window
 attention (the fallback where the Triton kernels cannot run on a GPU); and
 "reference", the pure PyTorch ops of fastswin.reference.
@@ -16,9 +16,9 @@ from fastswin import reference
 from fastswin._extension import compiled_backend_reason
 from fastswin.backends import requested_backend, select_backend
 from fastswin.ops.arguments import IntPair, as_sizes
-from fastswin.ops.attention.checks import (check_logit_scale, check_map, check_windows, map_cpu_reason, map_dims,
+from fastswin.ops.attention.checks import (check_logit_scale, check_map, check_windows, cpu_kernels_reason, map_dims,
                                            map_triton_reason, needs_grad, windows_triton_reason)
-from fastswin.ops.attention.cpu_ops import cpu_image_attention_op
+from fastswin.ops.attention.cpu_ops import cpu_image_attention_op, cpu_window_attention_op
 from fastswin.ops.attention.custom_ops import image_attention_op, window_attention_op
 from fastswin.ops.window_process import window_partition, window_partition_3d, window_reverse, window_reverse_3d
 
@@ -37,14 +37,16 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Op
         mask: (nW, N, N) additive shift mask, any float dtype, not differentiable, or
             None; window b uses mask[b % nW], so B_ must be a multiple of nW.
         scale: multiplier of q k^T; default d ** -0.5.
-        backend: "auto" (default: $FASTSWIN_BACKEND or auto), "triton" or "reference".
-            The Triton kernels take N <= 1024, 4 <= d <= 256, fp16 / bf16 / fp32 CUDA
-            tensors (CPU tensors in the Triton interpreter when forced, fp64 too);
-            auto trains through them up to N = 256 (checks.AUTO_TRAINING_MAX_TOKENS)
-            and runs them without gradients at any N.
+        backend: "auto" (default: $FASTSWIN_BACKEND or auto), "triton", "cpu" or
+            "reference". The Triton kernels take N <= 1024, 4 <= d <= 256, fp16 / bf16
+            / fp32 CUDA tensors (CPU tensors in the Triton interpreter when forced, fp64
+            too); auto trains through them up to N = 256
+            (checks.AUTO_TRAINING_MAX_TOKENS) and runs them without gradients at any N.
+            The C++ CPU kernels take CPU tensors of any size and float dtype; auto runs
+            them without gradients only (checks.CPU_TRAINING_LIMIT).
 
     Returns:
-        (B_, heads, N, d) in q's dtype; from the Triton backend a view of a
+        (B_, heads, N, d) in q's dtype; from the Triton and CPU kernels a view of a
         contiguous (B_, N, heads, d) buffer, so `.transpose(1, 2).reshape(B_, N, C)`
         costs no copy.
 
@@ -55,13 +57,10 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Op
     """
     check_windows(q, k, v, bias, mask)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    name = select_backend("window_attention", backend, [
-        ("triton", lambda: windows_triton_reason(q, backend, needs_grad(q, k, v, bias))),
-        ("reference", lambda: None),
-    ])
+    name = select_backend("window_attention", backend, _window_backends(q, backend, needs_grad(q, k, v, bias)))
     if name == "reference":
         return reference.window_attention(q, k, v, _as_dtype(bias, q.dtype), _as_dtype(mask, q.dtype), scale)
-    return window_attention_op(q, k, v, bias, mask, None, scale)[0]
+    return _WINDOW_OPS[name](q, k, v, bias, mask, None, scale)[0]
 
 
 def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, logit_scale: torch.Tensor,
@@ -82,11 +81,11 @@ def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, l
             float dtype, differentiable, or None.
         mask: (nW, N, N) additive shift mask, not differentiable, or None; window b
             uses mask[b % nW].
-        backend: "auto" (default: $FASTSWIN_BACKEND or auto), "triton" or "reference";
-            the Triton kernels take what `window_attention`'s do.
+        backend: "auto" (default: $FASTSWIN_BACKEND or auto), "triton", "cpu" or
+            "reference"; the kernels take what `window_attention`'s do.
 
     Returns:
-        (B_, heads, N, d) in q's dtype; from the Triton backend a view of a
+        (B_, heads, N, d) in q's dtype; from the Triton and CPU kernels a view of a
         contiguous (B_, N, heads, d) buffer.
 
     The Triton backward reduces dbias and dlogit_scale inside each program (a group
@@ -96,14 +95,25 @@ def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, l
     """
     check_windows(q, k, v, bias, mask, "cosine_window_attention")
     check_logit_scale(logit_scale, q)
-    name = select_backend("cosine_window_attention", backend, [
-        ("triton", lambda: windows_triton_reason(q, backend, needs_grad(q, k, v, logit_scale, bias))),
-        ("reference", lambda: None),
-    ])
+    name = select_backend("cosine_window_attention", backend,
+                          _window_backends(q, backend, needs_grad(q, k, v, logit_scale, bias)))
     if name == "reference":
         return reference.cosine_window_attention(q, k, v, logit_scale.to(q.dtype), _as_dtype(bias, q.dtype),
                                                  _as_dtype(mask, q.dtype))
-    return window_attention_op(q, k, v, bias, mask, logit_scale, 1.0)[0]
+    return _WINDOW_OPS[name](q, k, v, bias, mask, logit_scale, 1.0)[0]
+
+
+# The window-layout ops of the fused backends (the same signature).
+_WINDOW_OPS = {"triton": window_attention_op, "cpu": cpu_window_attention_op}
+
+
+def _window_backends(q: torch.Tensor, backend: Optional[str], training: bool):
+    """The window-layout attention's backends in order of preference, each with its can-run check."""
+    return [
+        ("triton", lambda: windows_triton_reason(q, backend, training)),
+        ("cpu", lambda: cpu_kernels_reason(q.device, backend, training)),
+        ("reference", lambda: None),
+    ]
 
 
 def _as_dtype(x: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.Tensor]:
@@ -115,7 +125,7 @@ def _map_backends(num_heads, head_dim, window_size, dtype, device, backend, trai
     return [
         ("triton", lambda: map_triton_reason(num_heads, head_dim, window_size, dtype, device, backend, training)),
         ("cuda", lambda: compiled_backend_reason("cuda", device)),
-        ("cpu", lambda: map_cpu_reason(device, backend, training)),
+        ("cpu", lambda: cpu_kernels_reason(device, backend, training)),
         ("reference", lambda: None),
     ]
 
