@@ -59,14 +59,15 @@ struct Rows {
   Strided<T> strided() const { return {data, row, 1}; }
 };
 
-// c (rows, cols) += row_scale * (a b), row_scale one factor per row of c (nullptr: 1).
-// Every product of the attention (q k^T, P V and the backward's) is one. a (rows, depth)
-// is read as scalars, in any layout; b (depth, cols) and c have contiguous rows, read and
-// written up to cols rounded up to a multiple of kLanes. rows: a multiple of kRows.
-// Each tile keeps kRows x 2 vectors of c in registers while it runs along depth.
+// c (rows, cols) = init + row_scale * (a b), row_scale one factor per row of c (nullptr:
+// 1), init c itself where its data is nullptr (c += ...). Every product of the attention
+// (q k^T, P V and the backward's) is one. a (rows, depth) is read as scalars, in any
+// layout; b (depth, cols), c and init have contiguous rows, read and written up to cols
+// rounded up to a multiple of kLanes. rows: a multiple of kRows. Each tile keeps kRows x 2
+// vectors of c in registers while it runs along depth.
 FASTSWIN_CLONES
 inline void add_product(Strided<const float> a, Rows<const float> b, Rows<float> c, int64_t rows, int64_t cols,
-                        int64_t depth, const float* row_scale = nullptr) {
+                        int64_t depth, const float* row_scale = nullptr, Rows<const float> init = {nullptr, 0}) {
   for (int64_t i = 0; i < rows; i += kRows) {
     for (int64_t j = 0; j < cols; j += 2 * kLanes) {
       const bool pair = j + kLanes < cols;
@@ -84,11 +85,18 @@ inline void add_product(Strided<const float> a, Rows<const float> b, Rows<float>
       for (int64_t r = 0; r < kRows; ++r) {
         const floatv factor = splat(row_scale ? row_scale[i + r] : 1.0f);
         float* row = &c(i + r, j);
-        store(row, load(row) + factor * acc[r][0]);
-        if (pair) store(row + kLanes, load(row + kLanes) + factor * acc[r][1]);
+        const float* from = init.data ? &init(i + r, j) : row;
+        store(row, load(from) + factor * acc[r][0]);
+        if (pair) store(row + kLanes, load(from + kLanes) + factor * acc[r][1]);
       }
     }
   }
+}
+
+// s += x over n elements, a multiple of kLanes (a tile's rows).
+FASTSWIN_CLONES
+inline void add_to(float* s, const float* x, int64_t n) {
+  for (int64_t i = 0; i < n; i += kLanes) store(s + i, load(s + i) + load(x + i));
 }
 
 // The sum and the maximum of a vector's lanes, pairwise (halves, then quarters, ...).
@@ -185,18 +193,25 @@ inline void softmax_backward(const float* p, float* g, int64_t rows, int64_t col
 }
 
 // The same loops in any type, plainly (the fp64 path, which the tests compare
-// with the fp64 reference; the float overloads above are the fast path).
+// with the fp64 reference; the float overloads above are the fast path), over the same
+// columns.
 template <typename T>
 void add_product(Strided<const T> a, Rows<const T> b, Rows<T> c, int64_t rows, int64_t cols, int64_t depth,
-                 const T* row_scale = nullptr) {
+                 const T* row_scale = nullptr, Rows<const T> init = {nullptr, 0}) {
+  const int64_t padded_cols = (cols + kLanes - 1) / kLanes * kLanes;
   for (int64_t i = 0; i < rows; ++i) {
     const T factor = row_scale ? row_scale[i] : 1;
-    for (int64_t j = 0; j < cols; ++j) {
+    for (int64_t j = 0; j < padded_cols; ++j) {
       T sum = 0;
       for (int64_t e = 0; e < depth; ++e) sum += a(i, e) * b(e, j);
-      c(i, j) += factor * sum;
+      c(i, j) = (init.data ? init(i, j) : c(i, j)) + factor * sum;
     }
   }
+}
+
+template <typename T>
+void add_to(T* s, const T* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) s[i] += x[i];
 }
 
 template <typename T>

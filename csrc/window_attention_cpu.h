@@ -211,15 +211,12 @@ void load_head(Tiles<acc_t>& t, int64_t head, acc_t q_scale, bool cosine) {
 }
 
 // The logits of one head: logit_init (bias, -inf in padding columns: weight 0; zero
-// padding rows) + the window's mask + q k^T.
+// padding rows) + q k^T + the window's mask.
 template <typename acc_t>
 void head_logits(Tiles<acc_t>& t, int64_t head, const acc_t* logit_init, const acc_t* mask, bool cosine) {
-  std::copy(logit_init, logit_init + t.NR * t.NC, t.s.begin());
-  if (mask) {
-    for (int64_t i = 0; i < t.N * t.NC; ++i) t.s[i] += mask[i];
-  }
-  add_product(t.head_q(head), Rows<const acc_t>{t.kt.data(), t.NC}, Rows<acc_t>{t.s.data(), t.NC},
-              t.NR, t.N, t.d, cosine ? t.q_factor.data() : nullptr);
+  add_product(t.head_q(head), Rows<const acc_t>{t.kt.data(), t.NC}, Rows<acc_t>{t.s.data(), t.NC}, t.NR, t.N, t.d,
+              cosine ? t.q_factor.data() : nullptr, Rows<const acc_t>{logit_init, t.NC});
+  if (mask) add_to(t.s.data(), mask, t.N * t.NC);
 }
 
 // Every head's (NR, NC) tile of logit_init: the bias (or zeros) in N x N, -inf in the
