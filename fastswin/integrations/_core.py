@@ -97,9 +97,10 @@ class PatchReport:
 
 
 # fastswin must never make a model slower than its library. On CPU, patched Swin-T inference
-# on the fused C++ attention (2-core EPYC; timm, torchvision and Hugging Face; batch 8
-# and 1, fp32 and bf16 autocast) measured 1.05-1.23x the library's forward, but a timm
-# training step 0.96x: auto mode runs the library's own forward for CPU inputs that need
+# on the fused C++ attention (2-core AMD EPYC; timm, torchvision and Hugging Face; batch 8
+# and 1, fp32 and bf16 autocast) measured 1.05-1.23x the library's forward (1.08-1.29x
+# timm's on a 2-core Intel Xeon), but a timm training step 0.98x on the EPYC (Xeon: fp32 1.13x,
+# bf16 autocast 0.93x): auto mode runs the library's own forward for CPU inputs that need
 # gradients, and where the C++ extension is not built. A forced backend still runs.
 CPU_FALLBACK = ("the input is on the CPU, gradients are needed and no backend is forced (the library's own "
                 "forward is faster there)")

@@ -149,11 +149,12 @@ def map_triton_reason(num_heads: int, head_dim: int, window_size, dtype: torch.d
     return triton_kernels_reason(math.prod(window_size), head_dim, dtype, device, forced, training)
 
 
-# Measured on a 2-core EPYC (AVX-512), fp32, Swin-T's stages at batch 8: the fused CPU
-# kernels' forward 1.1-2.4x eager PyTorch's, forward + backward 1.3-2.9x at stages 1-3
-# but 0.87x at stage 4 (one 7x7 window per image), and a patched timm training step 0.96x.
+# Measured, fp32, Swin-T's stages at batch 8: the fused CPU kernels' forward + backward
+# 1.3-2.9x eager PyTorch's at stages 1-3 but 0.87x at stage 4 (one 7x7 window per image)
+# on a 2-core AMD EPYC, 2.9-5.0x and 0.63x on a 2-core Intel Xeon; a patched timm
+# training step 0.98x and 1.13x (bf16 autocast 0.93x).
 CPU_TRAINING_LIMIT = ("with gradients auto does not pick the fused CPU kernels: their forward + backward measured "
-                      "0.87-2.9x eager PyTorch's (Swin-T stages, fp32); backend='cpu' forces them")
+                      "0.63-5.0x eager PyTorch's (Swin-T stages, fp32); backend='cpu' forces them")
 
 
 def cpu_kernels_reason(device: torch.device, backend: Optional[str], training: bool = False) -> Optional[str]:
