@@ -1,7 +1,7 @@
-// The CPU window attention's shared pieces (forward: window_attention_cpu.cpp,
-// backward: window_attention_cpu_backward.cpp): one op call's plan, and one task's
-// window: where its tokens live, their q, k, v rows and the padded tiles that
-// attention_tiles.h computes on.
+// The CPU window attention's shared pieces (image layout: window_attention_cpu.cpp and
+// window_attention_cpu_backward.cpp; window layout: window_layout_attention_cpu.cpp):
+// one op call's plan, and one task's window: where its tokens live, their q, k, v rows
+// and the padded tiles that attention_tiles.h computes on.
 #pragma once
 
 #include <algorithm>
