@@ -67,7 +67,7 @@ void backward_task(const BackwardCall& k, int64_t task, int64_t next_task, const
   }
   const acc_t* mask = window_mask(t);
   for (int64_t head = 0; head < c.heads; ++head) {
-    backward_head(c, t, gt, head, logit_init, mask, c.logit_mul.defined() && k.scale_passes[head], part);
+    backward_head(c, t, gt, head, logit_init, mask, k.scale_passes[head], part);
   }
   for (int64_t n = 0; n < N; ++n) {
     const acc_t* drow = gt.drows.data() + n * width;
@@ -111,10 +111,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> shifted_window_attent
   k.bias_grad = bias_grad && bias.has_value();
   k.scale_grad = scale_grad && logit_scale.has_value();
   k.fill_grad = fill_grad && qkv_bias.has_value();
-  if (logit_scale.has_value()) {
-    const at::Tensor raw = logit_scale->to(at::kDouble).contiguous().view({num_heads});
-    for (int64_t h = 0; h < num_heads; ++h) k.scale_passes.push_back(raw[h].item<double>() <= kLogitScaleMax);
-  }
+  k.scale_passes = clamp_passes(logit_scale, num_heads);
   at::Tensor dbias = qkv.new_empty({0}), dscale = qkv.new_empty({0}), dfill = qkv.new_empty({0});
   if (qkv.numel() == 0) return {k.dqkv, dbias, dscale, dfill};
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, qkv.scalar_type(), "shifted_window_attention_cpu_backward",

@@ -12,6 +12,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <vector>
 
 #include <ATen/Parallel.h>
@@ -93,6 +94,17 @@ void normalize_backward(acc_t* grad, const acc_t* unit, acc_t norm, int64_t d) {
   }
   const acc_t along = dot(grad, unit, d);
   for (int64_t e = 0; e < d; ++e) grad[e] = (grad[e] - unit[e] * along) / norm;
+}
+
+// Per head: whether logit_scale <= log 100, where the clamp passes its gradient (all false
+// without a logit_scale).
+inline std::vector<bool> clamp_passes(const std::optional<at::Tensor>& logit_scale, int64_t heads) {
+  std::vector<bool> passes(heads, false);
+  if (logit_scale.has_value()) {
+    const at::Tensor raw = logit_scale->to(at::kDouble).contiguous().view({heads});
+    for (int64_t h = 0; h < heads; ++h) passes[h] = raw[h].item<double>() <= kLogitScaleMax;
+  }
+  return passes;
 }
 
 // Head `head` of the window in t.rows, with its dO in gt.dout: its columns of gt.drows

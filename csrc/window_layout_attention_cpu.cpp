@@ -167,11 +167,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> window_at
   const at::Tensor grads[3] = {bshd_empty(q), bshd_empty(q), bshd_empty(q)};
   bias_grad = bias_grad && bias.has_value();
   logit_scale_grad = logit_scale_grad && logit_scale.has_value();
-  std::vector<bool> scale_passes(c.heads, false);
-  if (logit_scale_grad) {
-    const at::Tensor raw = logit_scale->to(at::kDouble).contiguous().view({c.heads});
-    for (int64_t h = 0; h < c.heads; ++h) scale_passes[h] = raw[h].item<double>() <= kLogitScaleMax;
-  }
+  const std::vector<bool> scale_passes = clamp_passes(logit_scale, c.heads);
   at::Tensor dbias = q.new_empty({0}), dscale = q.new_empty({0});
   if (q.numel() > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, q.scalar_type(), "window_attention_cpu_backward", [&] {
