@@ -14,7 +14,7 @@ if not torch.cuda.is_available() or os.environ.get("FASTSWIN_TEST_INTERPRET") ==
 
 import pytest  # noqa: E402
 
-from helpers import DEVICES  # noqa: E402
+from helpers import DEVICES, INTERPRETED  # noqa: E402
 
 
 @pytest.fixture(params=DEVICES)
@@ -41,3 +41,20 @@ def poisoned_outputs():
     torch.utils.deterministic.fill_uninitialized_memory = True
     yield
     torch.use_deterministic_algorithms(before)
+
+
+def pytest_collection_modifyitems(config, items):
+    """FASTSWIN_TEST_GPU_ONLY=1 (benchmarks/gpu_validate.sh, where device minutes are few)
+    keeps only what runs on the GPU: the tests of the cuda device parameter and, in the
+    files that test kernels on helpers.KERNEL_DEVICE, those without a device parameter.
+    CPU CI runs the rest."""
+    if os.environ.get("FASTSWIN_TEST_GPU_ONLY") != "1" or INTERPRETED:
+        return
+    keep, drop = [], []
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        device = callspec.params.get("device") if callspec else None
+        on_gpu = str(device) == "cuda" if device is not None else hasattr(item.module, "KERNEL_DEVICE")
+        (keep if on_gpu else drop).append(item)
+    config.hook.pytest_deselected(items=drop)
+    items[:] = keep
