@@ -116,8 +116,9 @@ def _operands(q: torch.Tensor, layout: _Layout, bias, mask, logit_scale, image: 
 
 def _launch(kernel, grid: tuple, args: dict, options: dict, device: torch.device) -> None:
     """kernel[grid](**args) on device's current stream, with every argument named."""
-    missing, unknown = set(kernel.arg_names) - set(args), set(args) - set(kernel.arg_names)
-    if missing or unknown:
+    names = set(kernel.arg_names)
+    if args.keys() != names:
+        missing, unknown = names - args.keys(), args.keys() - names
         raise TypeError(f"{kernel.__name__}: arguments missing {sorted(missing)}, unknown {sorted(unknown)}")
     with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
         kernel[grid](**args, **options)

@@ -4,6 +4,7 @@ compile-time arguments; and how many windows each backward program takes. The
 launchers (launch.py) and the ahead-of-time specs (aot_specs.py) both take their
 launches from here, so what the compile report measures is what runs.
 """
+import functools
 from typing import NamedTuple, Optional, Tuple
 
 import torch
@@ -66,6 +67,7 @@ class TileConfig(NamedTuple):
         return -(-self.n // self.block_keys)
 
 
+@functools.lru_cache(maxsize=None)  # every launch asks: 10-20 us of host time a call, on a GPU's critical path
 def tile_config(n: int, head_dim: int, dtype: torch.dtype, arch: int = 90, image: bool = False,
                 cosine: bool = False, padded: bool = False, video: bool = False) -> TileConfig:
     """Tiles and launch options for N tokens of head_dim channels (padded to a power of two)
@@ -84,7 +86,8 @@ def tile_config(n: int, head_dim: int, dtype: torch.dtype, arch: int = 90, image
     most MAX_QUERY_KEYS and QUERY_KEY_BYTES of k, channels in blocks of at least
     MIN_QUERY_BLOCK_D). Heads wider than 128 channels run the split backward at any N.
     AOT figures: `fastswin compile-report`, benchmarks/PREDICTIONS-backward.md and
-    PREDICTIONS-large-windows.md.
+    PREDICTIONS-large-windows.md. The result is shared between calls: read it, do not
+    change its launch dicts.
     """
     block_n = max(16, triton.next_power_of_2(n))
     block_d = max(16, triton.next_power_of_2(head_dim))
