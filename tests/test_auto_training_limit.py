@@ -31,7 +31,7 @@ def test_window_attention_with_gradients_runs_the_reference(kernels_can_run, mon
     calls = []
     eager = reference.window_attention
     monkeypatch.setattr(reference, "window_attention", lambda *args: calls.append(1) or eager(*args))
-    q, k, v = torch.randn(3, 1, 1, 576, 8).unbind(0)
+    q, k, v = torch.randn(3, 1, 1, 576, 8, dtype=torch.bfloat16).unbind(0)  # bf16: not the C++ kernels either
     out = ops.window_attention(q.requires_grad_(), k, v, backend="auto")
     out.sum().backward()
     assert calls == [1] and q.grad is not None
@@ -40,9 +40,9 @@ def test_window_attention_with_gradients_runs_the_reference(kernels_can_run, mon
 @pytest.mark.parametrize("training, runs", [(False, "triton"), (True, "reference")])
 def test_map_backend_and_reason_follow_training(kernels_can_run, training, runs):
     """What the patch report and the run-time check see for SwinV2-384's 24 x 24 windows (on
-    CPU tensors with gradients auto's next fused backend, the C++ kernels, is not picked
-    either: checks.CPU_TRAINING_LIMIT)."""
-    chosen, reason = ops.shifted_window_attention_backend(4, 32, (24, 24), torch.float32, torch.device("cpu"),
+    bf16 CPU tensors with gradients auto's next fused backend, the C++ kernels, is not
+    picked either: checks.CPU_TRAINING_LIMIT)."""
+    chosen, reason = ops.shifted_window_attention_backend(4, 32, (24, 24), torch.bfloat16, torch.device("cpu"),
                                                           training=training)
     assert chosen == runs
     assert (reason is None) == (not training)

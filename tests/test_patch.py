@@ -221,10 +221,10 @@ def test_backend_reaches_the_fused_op():
 
 
 @pytest.mark.parametrize("library", ["timm", "torchvision", "transformers"])
-def test_auto_mode_on_cpu_fuses_inference_only(library, monkeypatch):
+def test_auto_mode_on_cpu_fuses_all_but_low_precision_training(library, monkeypatch):
     """Never slower than the library: on CPU inputs auto mode runs the fused C++ kernels
-    without gradients (patched inference measured faster than every library's) and the
-    library's own forward with them (fastswin's op is not called)."""
+    for inference and fp32 training (each measured faster than every library's) and the
+    library's own forward for training in bf16 autocast (fastswin's op is not called)."""
     from fastswin import ops
     from fastswin._extension import HAS_C
 
@@ -232,16 +232,20 @@ def test_auto_mode_on_cpu_fuses_inference_only(library, monkeypatch):
     x = random_tensor((1, 3, IMG, IMG), torch.float32, "cpu", 11)
     with torch.no_grad():
         want = logits(model, x)
+    with torch.autocast("cpu", dtype=torch.bfloat16), torch.no_grad():
+        want_bf16 = logits(model, x)
     calls = []
     real = ops.shifted_window_attention
     monkeypatch.setattr(ops, "shifted_window_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
     monkeypatch.delenv("FASTSWIN_BACKEND")
     report = fastswin.patch(model)
-    torch.testing.assert_close(logits(model, x).detach(), want)  # the parameters need gradients
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # the parameters need gradients
+        torch.testing.assert_close(logits(model, x).detach(), want_bf16)
     assert not calls
+    torch.testing.assert_close(logits(model, x).detach(), want, rtol=1e-4, atol=1e-4)
     with torch.no_grad():
         torch.testing.assert_close(logits(model, x), want, rtol=1e-4, atol=1e-4)
-    assert bool(calls) == HAS_C and all(e.fused == HAS_C for e in report.replaced)
+    assert len(calls) == 2 * len(report.replaced) * HAS_C and all(e.fused == HAS_C for e in report.replaced)
     assert CPU_FALLBACK in report.fallbacks and CPU_FALLBACK in str(report)
 
 

@@ -26,12 +26,13 @@ def patched(model):
     return [m for m in model.modules() if any(k.startswith(PREFIX) for k in vars(m))]
 
 
-def test_cpu_auto_mode_reports_the_fused_inference_and_the_library_training():
+def test_cpu_auto_mode_reports_the_fused_kernels_and_the_library_low_precision_training():
     from fastswin._extension import HAS_C
 
     model = tiny_timm(32)
     report = fastswin.patch(model, backend="auto")
-    runs = ("the fused C++ CPU kernels (cpu, float32); with gradients the library's own forward (CPU, auto mode)"
+    runs = ("the fused C++ CPU kernels (cpu, float32); with gradients in bf16 / fp16 the library's own forward "
+            "(CPU, auto mode)"
             if HAS_C else "the library's own forward (CPU, auto mode; fastswin's C++ extension is not built)")
     assert {e.runs for e in report.replaced} == {runs}
     assert all(e.fused == HAS_C for e in report.replaced)

@@ -79,3 +79,28 @@ def test_patched_3d_swin_unetr_matches_monai(kwargs, train):
     model = randomized(model).double().train(train)
     x = random_tensor((1, 1, 64, 32, 32), torch.float64, "cpu", 3)
     assert_patch_matches(model, x, 8, "monai SwinTransformerBlock", tolerance=1e-9)
+
+
+def test_video_swin_trains_on_its_own_forward_on_cpu_in_auto_mode(monkeypatch):
+    """Auto mode on CPU: the video Swin's fp32 training step through the fused kernels
+    measured slower than torchvision's (integrations.torchvision.VIDEO_CPU_TRAINING), so
+    with gradients it runs torchvision's forward; without them the fused kernels."""
+    from fastswin import ops
+    from fastswin._extension import HAS_C
+
+    model = video_swin().float().eval()  # eval: no drop path; the parameters need gradients
+    x = random_tensor((1, 3, 20, 40, 40), torch.float32, "cpu", 4)
+    want = model(x)
+    calls = []
+    real = ops.shifted_window_attention
+    monkeypatch.setattr(ops, "shifted_window_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.delenv("FASTSWIN_BACKEND")
+    report = fastswin.patch(model)
+    torch.testing.assert_close(model(x), want)
+    assert not calls
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want, rtol=1e-4, atol=1e-4)
+    assert len(calls) == 4 * HAS_C
+    if HAS_C:
+        assert {e.runs for e in report.replaced} == {
+            "the fused C++ CPU kernels (cpu, float32); with gradients the library's own forward (CPU, auto mode)"}

@@ -11,10 +11,11 @@ library's forward when it is active. Element-wise dropouts after the output
 projection (timm's proj_drop, torchvision's dropout, HF's hidden dropout) run
 on the cropped map rather than on padded windows: the same distribution, other
 random draws than the library's. On CPU inputs in auto mode a patched module
-runs fastswin's fused C++ CPU attention without gradients (inference, measured
-faster than every library's forward) and the library's forward with them (a
-training step measured slower; `_core.CPU_FALLBACK`); a forced backend
-(`backend=` or $FASTSWIN_BACKEND) runs fastswin's path either way.
+runs fastswin's fused C++ CPU attention for inference and fp32 training (both
+measured faster than the libraries') and the library's forward for training in
+bf16 / fp16 (autocast included: a timm step measured slower) and for torchvision's
+video Swin's training (measured slower; `_core.CPU_FALLBACK`);
+a forced backend (`backend=` or $FASTSWIN_BACKEND) runs fastswin's path either way.
 
 Each library lives in its own module (timm.py, torchvision.py,
 transformers.py) and is consulted only when that library is already imported

@@ -16,6 +16,7 @@ import torch.nn as nn
 from fastswin import ops
 from fastswin._extension import compiled_backend_reason
 from fastswin.backends import BackendError, logger, requested_backend
+from fastswin.ops.attention.checks import LOW_PRECISION
 
 # Instance attributes a patch adds all start with PREFIX (none is a parameter, buffer or submodule).
 PREFIX = "_fastswin_"
@@ -35,7 +36,8 @@ class Target:
     class's method where it cannot run); problem: why this instance cannot be
     patched, or None; prepare: per-instance set-up run when patching;
     geometry: the module's (heads, head_dim, window) as it attends now, window (wh, ww)
-    or, for video maps, (wt, wh, ww).
+    or, for video maps, (wt, wh, ww); cpu_training: whether auto mode trains it through
+    the fused CPU kernels in fp32 (CPU_FALLBACK), as its fused method asks library_is_faster.
     """
     kind: str
     attr: str
@@ -43,6 +45,7 @@ class Target:
     geometry: Callable[[nn.Module], Tuple[int, int, Tuple[int, ...]]]
     problem: Optional[str] = None
     prepare: Optional[Callable[[nn.Module], None]] = None
+    cpu_training: bool = True
 
 
 @dataclass(frozen=True)
@@ -98,24 +101,36 @@ class PatchReport:
 
 # fastswin must never make a model slower than its library. On CPU, patched Swin-T inference
 # on the fused C++ attention (2-core AMD EPYC; timm, torchvision and Hugging Face; batch 8
-# and 1, fp32 and bf16 autocast) measured 1.05-1.23x the library's forward (1.08-1.29x
-# timm's on a 2-core Intel Xeon), but a timm training step 0.98x on the EPYC (Xeon: fp32 1.13x,
-# bf16 autocast 0.93x): auto mode runs the library's own forward for CPU inputs that need
-# gradients, and where the C++ extension is not built. A forced backend still runs.
-CPU_FALLBACK = ("the input is on the CPU, gradients are needed and no backend is forced (the library's own "
-                "forward is faster there)")
+# and 1, fp32 and bf16 autocast) measured 1.05-1.23x the library's forward (1.08-1.31x
+# timm's on a 2-core Intel Xeon), and an fp32 training step 1.34-1.37x the library's on the
+# Xeon (1.05-1.13x with denormals flushed in the library too), but a timm training step in
+# bf16 autocast 0.96x there (ops.attention.checks.CPU_TRAINING_LIMIT), and torchvision's
+# video Swin's fp32 step 0.86x (MONAI's SwinUNETR 1.40x): auto mode runs the library's own
+# forward for CPU inputs that need gradients in bf16 / fp16 (autocast's dtype where it is
+# on) or, where a target says so (Target.cpu_training), in any dtype, and where the C++
+# extension is not built. A forced backend runs.
+CPU_FALLBACK = ("the input is on the CPU, gradients are needed in bf16 / fp16 (in any dtype for torchvision's "
+                "video Swin) and no backend is forced (the library's own forward is faster there)")
 
 
 # The backends of shifted_window_attention that run fused kernels.
 FUSED_BACKENDS = ("triton", "cpu")
 
 
-def library_is_faster(module: nn.Module, x: torch.Tensor) -> bool:
-    """Whether the patched `module` runs its original forward on `x` (CPU_FALLBACK)."""
+def library_is_faster(module: nn.Module, x: torch.Tensor, cpu_training: bool = True) -> bool:
+    """Whether the patched `module` runs its original forward on `x` (CPU_FALLBACK);
+    cpu_training: its target's (Target.cpu_training)."""
     if x.device.type != "cpu" or requested_backend(module.__dict__.get(BACKEND_ATTR)) != "auto":
         return False
+    if compiled_backend_reason("cpu", x.device) is not None:
+        return True
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
-    return needs_grad or compiled_backend_reason("cpu", x.device) is not None
+    return needs_grad and (not cpu_training or _attention_dtype(x) in LOW_PRECISION)
+
+
+def _attention_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the attention sees for an input x of a CPU model: autocast's where it is on."""
+    return torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
 
 
 def runs_on(module: nn.Module, target: Target, backend: Optional[str]) -> Tuple[str, bool]:
@@ -129,7 +144,8 @@ def runs_on(module: nn.Module, target: Target, backend: Optional[str]) -> Tuple[
     if device.type == "cpu" and requested_backend(backend) == "auto":  # library_is_faster
         if compiled_backend_reason("cpu", device) is not None:
             return "the library's own forward (CPU, auto mode; fastswin's C++ extension is not built)", False
-        return f"the fused C++ CPU kernels {where}; with gradients the library's own forward (CPU, auto mode)", True
+        which = "in bf16 / fp16 " if target.cpu_training else ""
+        return f"the fused C++ CPU kernels {where}; with gradients {which}the library's own forward (CPU, auto mode)", True
     heads, head_dim, window = target.geometry(module)
     try:
         chosen, reason = ops.shifted_window_attention_backend(heads, head_dim, window, dtype, device, backend)

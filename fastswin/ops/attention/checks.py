@@ -149,18 +149,25 @@ def map_triton_reason(num_heads: int, head_dim: int, window_size, dtype: torch.d
     return triton_kernels_reason(math.prod(window_size), head_dim, dtype, device, forced, training)
 
 
-# Measured, fp32, Swin-T's stages at batch 8: the fused CPU kernels' forward + backward
-# 1.3-2.9x eager PyTorch's at stages 1-3 but 0.87x at stage 4 (one 7x7 window per image)
-# on a 2-core AMD EPYC, 2.9-5.0x and 0.63x on a 2-core Intel Xeon; a patched timm
-# training step 0.98x and 1.13x (bf16 autocast 0.93x).
-CPU_TRAINING_LIMIT = ("with gradients auto does not pick the fused CPU kernels: their forward + backward measured "
-                      "0.63-5.0x eager PyTorch's (Swin-T stages, fp32); backend='cpu' forces them")
+# Measured, Swin-T at batch 8 on a 2-core Intel Xeon (interleaved medians), a patched
+# training step through the fused CPU kernels against the library's own: fp32 1.34x timm,
+# 1.35x torchvision, 1.37x Hugging Face; with denormals flushed in the library too (as a
+# CPU without denormal penalties runs it) 1.13x, 1.05x, 1.10x. In bf16 autocast 0.96x
+# timm (its bf16 matmuls run on the matrix units; the kernels compute in fp32), 1.34x
+# Hugging Face. (A 2-core AMD EPYC measured the fp32 step at 0.98x timm's, before the
+# products' memory broadcasts, attention_tiles.h.)
+CPU_TRAINING_LIMIT = ("with gradients on bf16 / fp16 inputs auto does not pick the fused CPU kernels: they compute "
+                      "in fp32, and a patched timm training step in bf16 autocast measured 0.96x timm's; "
+                      "backend='cpu' forces them")
+LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
-def cpu_kernels_reason(device: torch.device, backend: Optional[str], training: bool = False) -> Optional[str]:
+def cpu_kernels_reason(device: torch.device, backend: Optional[str], training: bool = False,
+                       dtype: torch.dtype = torch.float32) -> Optional[str]:
     """Why the fused C++ CPU kernels (either layout) do not run these inputs, or None: they
-    run CPU tensors of any size, and in auto mode only without gradients (CPU_TRAINING_LIMIT)."""
+    run CPU tensors of any size, and in auto mode with gradients only in fp32 / fp64
+    (CPU_TRAINING_LIMIT)."""
     reason = compiled_backend_reason("cpu", device)
-    if reason is None and training and requested_backend(backend) == "auto":
+    if reason is None and training and dtype in LOW_PRECISION and requested_backend(backend) == "auto":
         return CPU_TRAINING_LIMIT
     return reason

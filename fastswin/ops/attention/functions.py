@@ -43,7 +43,7 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Op
             too); auto trains through them up to N = 256
             (checks.AUTO_TRAINING_MAX_TOKENS) and runs them without gradients at any N.
             The C++ CPU kernels take CPU tensors of any size and float dtype; auto runs
-            them without gradients only (checks.CPU_TRAINING_LIMIT).
+            them with gradients in fp32 / fp64 only (checks.CPU_TRAINING_LIMIT).
 
     Returns:
         (B_, heads, N, d) in q's dtype; from the Triton and CPU kernels a view of a
@@ -111,7 +111,7 @@ def _window_backends(q: torch.Tensor, backend: Optional[str], training: bool):
     """The window-layout attention's backends in order of preference, each with its can-run check."""
     return [
         ("triton", lambda: windows_triton_reason(q, backend, training)),
-        ("cpu", lambda: cpu_kernels_reason(q.device, backend, training)),
+        ("cpu", lambda: cpu_kernels_reason(q.device, backend, training, q.dtype)),
         ("reference", lambda: None),
     ]
 
@@ -125,7 +125,7 @@ def _map_backends(num_heads, head_dim, window_size, dtype, device, backend, trai
     return [
         ("triton", lambda: map_triton_reason(num_heads, head_dim, window_size, dtype, device, backend, training)),
         ("cuda", lambda: compiled_backend_reason("cuda", device)),
-        ("cpu", lambda: cpu_kernels_reason(device, backend, training)),
+        ("cpu", lambda: cpu_kernels_reason(device, backend, training, dtype)),
         ("reference", lambda: None),
     ]
 
