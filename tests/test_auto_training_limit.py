@@ -63,3 +63,24 @@ def test_patch_report_says_what_runs_with_gradients(kernels_can_run, window, tra
         assert runs.endswith("with gradients the reference backend, not fused: windows of N = 576 tokens with "
                              "gradients; auto mode trains through the kernels up to N = 256 until a GPU run measures "
                              "the backward faster than eager there (backend='triton' runs it)")
+
+
+@pytest.mark.parametrize("size, dtype, fused", [(14, torch.float32, True), (7, torch.float32, False),
+                                                (14, torch.bfloat16, False)], ids=["4-windows", "1-window", "bf16"])
+def test_cpu_auto_training_picks_the_kernels_where_they_are_faster(monkeypatch, size, dtype, fused):
+    """With gradients on CPU, auto runs the fused C++ kernels in fp32 on maps of several
+    windows; on a map that is one unshifted window (Swin-T's stage 4: checks.CPU_ONE_WINDOW)
+    and in bf16 (checks.CPU_TRAINING_LIMIT) the reference. Without gradients, the kernels."""
+    from fastswin._extension import HAS_C
+    from fastswin.ops.attention import functions
+
+    calls = []
+    kernel = functions.cpu_image_attention_op
+    monkeypatch.setattr(functions, "cpu_image_attention_op", lambda *args: calls.append(1) or kernel(*args))
+    qkv = torch.randn(1, size, size, 3 * 16, dtype=dtype)
+    bias = torch.randn(2, 49, 49, requires_grad=True)
+    ops.shifted_window_attention(qkv, 2, 7, 3, bias, backend="auto").sum().backward()
+    assert len(calls) == (fused and HAS_C) and bias.grad is not None
+    with torch.no_grad():
+        ops.shifted_window_attention(qkv, 2, 7, 3, bias.detach(), backend="auto")
+    assert len(calls) == (fused and HAS_C) + HAS_C

@@ -120,12 +120,13 @@ def _as_dtype(x: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.T
     return None if x is None else x.to(dtype)
 
 
-def _map_backends(num_heads, head_dim, window_size, dtype, device, backend, training):
-    """shifted_window_attention's backends in order of preference, each with its can-run check."""
+def _map_backends(num_heads, head_dim, window_size, dtype, device, backend, training, one_window=False):
+    """shifted_window_attention's backends in order of preference, each with its can-run
+    check; one_window: the map is one unshifted window (checks.CPU_ONE_WINDOW)."""
     return [
         ("triton", lambda: map_triton_reason(num_heads, head_dim, window_size, dtype, device, backend, training)),
         ("cuda", lambda: compiled_backend_reason("cuda", device)),
-        ("cpu", lambda: cpu_kernels_reason(device, backend, training, dtype)),
+        ("cpu", lambda: cpu_kernels_reason(device, backend, training, dtype, one_window)),
         ("reference", lambda: None),
     ]
 
@@ -206,11 +207,14 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
     if qkv.numel() == 0:  # an empty map attends to nothing: the reference's empty result
         return reference.shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale,
                                                   qkv_bias, order, always_shift)
+    sizes = tuple(qkv.shape[1:-1])
+    shift = shift_size if always_shift else reference.effective_shifts(sizes, window_size, shift_size)
+    one_window = sizes == tuple(window_size) and not any(shift)
     chosen = select_backend("shifted_window_attention", backend,
                             _map_backends(num_heads, qkv.shape[-1] // (3 * num_heads), window_size, qkv.dtype,
-                                          qkv.device, backend, needs_grad(qkv, bias, logit_scale, qkv_bias)))
+                                          qkv.device, backend, needs_grad(qkv, bias, logit_scale, qkv_bias),
+                                          one_window))
     if chosen in ("triton", "cpu"):
-        shift = shift_size if always_shift else reference.effective_shifts(qkv.shape[1:-1], window_size, shift_size)
         fused = image_attention_op if chosen == "triton" else cpu_image_attention_op
         # bias and qkv_bias are read in their own dtype (fp32 parameters under autocast keep
         # their precision) and their gradients come back in it.
