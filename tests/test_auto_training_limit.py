@@ -69,7 +69,7 @@ def test_patch_report_says_what_runs_with_gradients(kernels_can_run, window, tra
                                                 (14, torch.bfloat16, False)], ids=["4-windows", "1-window", "bf16"])
 def test_cpu_auto_training_picks_the_kernels_where_they_are_faster(monkeypatch, size, dtype, fused):
     """With gradients on CPU, auto runs the fused C++ kernels in fp32 on maps of several
-    windows; on a map that is one unshifted window (Swin-T's stage 4: checks.CPU_ONE_WINDOW)
+    windows; on a map that is one unshifted window (Swin-T's stage 4: checks.CPU_PLAIN_MAP)
     and in bf16 (checks.CPU_TRAINING_LIMIT) the reference. Without gradients, the kernels."""
     from fastswin._extension import HAS_C
     from fastswin.ops.attention import functions
@@ -84,3 +84,41 @@ def test_cpu_auto_training_picks_the_kernels_where_they_are_faster(monkeypatch, 
     with torch.no_grad():
         ops.shifted_window_attention(qkv, 2, 7, 3, bias.detach(), backend="auto")
     assert len(calls) == (fused and HAS_C) + HAS_C
+
+
+@pytest.mark.parametrize("size, shift, training, fused", [
+    ((4, 4, 8), (0, 0, 0), False, False),  # one window of 128 tokens
+    ((4, 4, 4), (0, 0, 0), False, True),   # one window of 64
+    ((4, 4, 4), (0, 0, 0), True, False),   # one window, with gradients
+    ((4, 4, 16), (0, 0, 0), False, True),  # two unshifted windows of 128 tokens
+    ((4, 4, 16), (0, 0, 0), True, False),  # the same with gradients
+    ((4, 4, 16), (2, 2, 4), True, True),   # shifted: the kernels fuse the roll and the mask
+    ((5, 4, 8), (0, 0, 0), True, True),    # padded: they fuse the padding
+], ids=["1x128", "1x64", "1x64-grad", "2x128", "2x128-grad", "shifted-grad", "padded-grad"])
+def test_cpu_auto_runs_unshifted_maps_on_the_reference_where_it_is_faster(monkeypatch, size, shift, training, fused):
+    """On CPU, auto runs an unshifted map without padding on the reference where the fused
+    kernels measured slower (checks.CPU_PLAIN_MAP), window (4, 4, 8) or (4, 4, 4); the
+    result is the reference's either way."""
+    from fastswin._extension import HAS_C
+    from fastswin.ops.attention import functions
+
+    calls = []
+    kernel = functions.cpu_image_attention_op
+    monkeypatch.setattr(functions, "cpu_image_attention_op", lambda *args: calls.append(1) or kernel(*args))
+    window = (4, 4, 4) if size == (4, 4, 4) else (4, 4, 8)
+    n = window[0] * window[1] * window[2]
+    qkv = torch.randn(1, *size, 3 * 16, dtype=torch.float64)
+    bias = torch.randn(2, n, n, dtype=torch.float64, requires_grad=training)
+    with torch.set_grad_enabled(training):
+        out = ops.shifted_window_attention(qkv, 2, window, shift, bias, backend="auto")
+    torch.testing.assert_close(out, reference.shifted_window_attention(qkv, 2, window, shift, bias))
+    assert len(calls) == (fused and HAS_C)
+
+
+def test_plain_map_counts_the_windows_and_tokens_of_unshifted_maps_without_padding():
+    assert ops.plain_map((14, 21), (7, 7), (0, 0)) == (6, 49)
+    assert ops.plain_map((14, 21), (7, 7), (3, 3)) is None   # shifted
+    assert ops.plain_map((15, 14), (7, 7), (0, 0)) is None   # padded
+    assert ops.plain_map((7, 7), (7, 7), (3, 3)) == (1, 49)  # one window: no shift applies
+    assert ops.plain_map((7, 7), (7, 7), (3, 3), always_shift=True) is None
+    assert ops.plain_map((8, 7, 7), (8, 7, 7), (4, 3, 3)) == (1, 392)

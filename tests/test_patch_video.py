@@ -81,6 +81,32 @@ def test_patched_3d_swin_unetr_matches_monai(kwargs, train):
     assert_patch_matches(model, x, 8, "monai SwinTransformerBlock", tolerance=1e-9)
 
 
+def test_video_swin_runs_its_own_forward_on_unshifted_maps_on_cpu_in_auto_mode(monkeypatch):
+    """Auto mode on CPU: clips of 16 x 28 x 28 make maps of one window each (8 x 7 x 7, then
+    8 x 4 x 4: 392 and 128 tokens, no shift), where the fused kernels measured slower than
+    the reference without gradients too (ops.attention.checks.CPU_PLAIN_MAP): torchvision's
+    forward runs them. A forced backend still runs the kernels."""
+    from fastswin import ops
+    from fastswin._extension import HAS_C
+
+    model = video_swin().float().eval()
+    x = random_tensor((1, 3, 16, 28, 28), torch.float32, "cpu", 5)
+    with torch.no_grad():
+        want = model(x)
+    calls = []
+    real = ops.shifted_window_attention
+    monkeypatch.setattr(ops, "shifted_window_attention", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    monkeypatch.delenv("FASTSWIN_BACKEND")
+    fastswin.patch(model)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), want)
+        assert not calls
+        if HAS_C:
+            fastswin.patch(model, backend="cpu")
+            torch.testing.assert_close(model(x), want, rtol=1e-4, atol=1e-4)
+            assert len(calls) == 4
+
+
 def test_video_swin_trains_on_its_own_forward_on_cpu_in_auto_mode(monkeypatch):
     """Auto mode on CPU: the video Swin's fp32 training step through the fused kernels
     measured slower than torchvision's (integrations.torchvision.VIDEO_CPU_TRAINING), so

@@ -16,7 +16,7 @@ import torch.nn as nn
 from fastswin import ops
 from fastswin._extension import compiled_backend_reason
 from fastswin.backends import BackendError, logger, requested_backend
-from fastswin.ops.attention.checks import LOW_PRECISION
+from fastswin.ops.attention.checks import LOW_PRECISION, PlainMap, plain_map_prefers_reference
 
 # Instance attributes a patch adds all start with PREFIX (none is a parameter, buffer or submodule).
 PREFIX = "_fastswin_"
@@ -107,24 +107,31 @@ class PatchReport:
 # bf16 autocast 0.96x there (ops.attention.checks.CPU_TRAINING_LIMIT), and torchvision's
 # video Swin's fp32 step 0.86x (MONAI's SwinUNETR 1.40x): auto mode runs the library's own
 # forward for CPU inputs that need gradients in bf16 / fp16 (autocast's dtype where it is
-# on) or, where a target says so (Target.cpu_training), in any dtype, and where the C++
-# extension is not built. A forced backend runs.
-CPU_FALLBACK = ("the input is on the CPU, gradients are needed in bf16 / fp16 (in any dtype for torchvision's "
-                "video Swin) and no backend is forced (the library's own forward is faster there)")
+# on) or, where a target says so (Target.cpu_training), in any dtype, where the op would
+# run its reference on an unshifted map without padding (ops.attention.checks.CPU_PLAIN_MAP:
+# the library's forward is that computation, and measured faster than the reference), and
+# where the C++ extension is not built. A forced backend runs.
+CPU_FALLBACK = ("the input is on the CPU, no backend is forced and the library's own forward is faster: with "
+                "gradients in bf16 / fp16 (in any dtype for torchvision's video Swin), and on unshifted maps without "
+                "padding where the fused kernels measured slower (one window, or windows of more than 64 tokens)")
 
 
 # The backends of shifted_window_attention that run fused kernels.
 FUSED_BACKENDS = ("triton", "cpu")
 
 
-def library_is_faster(module: nn.Module, x: torch.Tensor, cpu_training: bool = True) -> bool:
+def library_is_faster(module: nn.Module, x: torch.Tensor, plain: Optional[PlainMap] = None,
+                      cpu_training: bool = True) -> bool:
     """Whether the patched `module` runs its original forward on `x` (CPU_FALLBACK);
-    cpu_training: its target's (Target.cpu_training)."""
+    plain: ops.plain_map of the map it attends; cpu_training: its target's
+    (Target.cpu_training)."""
     if x.device.type != "cpu" or requested_backend(module.__dict__.get(BACKEND_ATTR)) != "auto":
         return False
     if compiled_backend_reason("cpu", x.device) is not None:
         return True
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
+    if plain_map_prefers_reference(plain, needs_grad):
+        return True
     return needs_grad and (not cpu_training or _attention_dtype(x) in LOW_PRECISION)
 
 

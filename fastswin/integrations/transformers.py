@@ -34,6 +34,7 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 import torch
 import torch.nn as nn
 
+from fastswin import ops
 from fastswin.integrations._core import (BACKEND_ATTR, PREFIX, Target, class_override_problem, library_is_faster,
                                          original, warn_if_unpredicted)
 from fastswin.nn.functional import continuous_position_bias, table_position_bias, window_attention_map
@@ -142,11 +143,13 @@ def _dropout_p(layer: nn.Module) -> float:
     return _self_attn(layer).dropout.p  # 4.x: the attention probabilities' nn.Dropout
 
 
-def _needs_original(layer: nn.Module, hidden_states: torch.Tensor, named: Dict) -> bool:
+def _needs_original(layer: nn.Module, hidden_states: torch.Tensor, input_dimensions, named: Dict) -> bool:
     config = getattr(layer.attention, "config", None)  # 5.x: outputs may be recorded from the config flag
     wants_weights = named.get("output_attentions") or getattr(config, "output_attentions", False)
+    window, shift = int(layer.window_size), int(layer.shift_size)
+    plain = ops.plain_map(tuple(input_dimensions), (window, window), (shift, shift))
     return bool(wants_weights or named.get("head_mask") is not None
-                or (layer.training and _dropout_p(layer) > 0) or library_is_faster(layer, hidden_states))
+                or (layer.training and _dropout_p(layer) > 0) or library_is_faster(layer, hidden_states, plain))
 
 
 def _attention(layer: nn.Module, layout: _Layout, x: torch.Tensor) -> torch.Tensor:
@@ -168,10 +171,10 @@ def _layer_output(layout: _Layout, hidden: torch.Tensor):
 def _fused_v1_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dimensions, *args, **kwargs):
     """Replaces SwinLayer.forward: (B, H*W, C) tokens -> (B, H*W, C) (in HF's output tuple)."""
     named = {**dict(zip(getattr(layer, _ARG_NAMES), args)), **kwargs}
-    if _needs_original(layer, hidden_states, named):
-        return original(layer, "forward")(hidden_states, input_dimensions, *args, **kwargs)
-    if getattr(layer, _CLAMPS) and not named.get("always_partition", False):
+    if getattr(layer, _CLAMPS) and not named.get("always_partition", False):  # as the original forward does
         layer.set_shift_and_window_size(input_dimensions)
+    if _needs_original(layer, hidden_states, input_dimensions, named):
+        return original(layer, "forward")(hidden_states, input_dimensions, *args, **kwargs)
     layout = getattr(layer, _LAYOUT)
     (H, W), (B, _, C) = input_dimensions, hidden_states.shape
     x = layer.layernorm_before(hidden_states).view(B, H, W, C)
@@ -186,7 +189,7 @@ def _fused_v1_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dimen
 def _fused_v2_forward(layer: nn.Module, hidden_states: torch.Tensor, input_dimensions, *args, **kwargs):
     """Replaces Swinv2Layer.forward (res-post-norm): (B, H*W, C) -> (B, H*W, C) (in a 1-tuple)."""
     named = {**dict(zip(getattr(layer, _ARG_NAMES), args)), **kwargs}
-    if _needs_original(layer, hidden_states, named):
+    if _needs_original(layer, hidden_states, input_dimensions, named):
         return original(layer, "forward")(hidden_states, input_dimensions, *args, **kwargs)
     (H, W), (B, _, C) = input_dimensions, hidden_states.shape
     attended = _attention(layer, _V2, hidden_states.view(B, H, W, C)).reshape(B, H * W, C)

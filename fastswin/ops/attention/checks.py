@@ -2,7 +2,7 @@
 the Triton backend's can-run checks (None, or why the kernels cannot run valid inputs).
 """
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 
@@ -162,22 +162,44 @@ CPU_TRAINING_LIMIT = ("with gradients on bf16 / fp16 inputs auto does not pick t
 LOW_PRECISION = (torch.bfloat16, torch.float16)
 
 
-# Measured, Swin-T stage 4 (8 x 7 x 7 x 768, one window per image) on the same Xeon: the
-# fused forward 1.3x eager's, its forward + backward 0.81x.
-CPU_ONE_WINDOW = ("with gradients auto runs a map that is one unshifted window (no padding) on the reference: "
-                  "there are no copies to fuse, and the fused CPU forward + backward measured 0.81x eager's there")
+class PlainMap(NamedTuple):
+    """An unshifted map without padding, as the CPU auto choice weighs it: its windows per
+    image and tokens per window."""
+    windows: int
+    tokens: int
+
+
+# Measured on the same Xeon, the fused CPU kernels against the reference on unshifted maps
+# without padding (interleaved medians): one window, forward + backward 0.61-0.88x at 64-392
+# tokens (Swin-T's stage 4, 49 tokens: 0.81-1.08x) and forward 0.62-0.83x at 98-392 tokens
+# (1.07-1.3x at 49, 1.08-1.22x at 64); torchvision swin3d_t's unshifted windows of 392
+# tokens, forward + backward 0.57x (4 windows) and 1.07x (16). Where the map is shifted
+# the kernels fuse the roll and the mask: 3-5.8x.
+CPU_PLAIN_TOKENS = 64
+CPU_PLAIN_MAP = ("auto runs an unshifted map without padding on the reference where the fused CPU kernels measured "
+                 "slower: with gradients one window or windows of more than 64 tokens, without them one window of "
+                 "more than 64 tokens (no roll, mask or padding to fuse there)")
+
+
+def plain_map_prefers_reference(plain: Optional[PlainMap], training: bool) -> bool:
+    """Whether an unshifted map without padding (None: any other map) runs faster on the
+    reference than on the fused CPU kernels (CPU_PLAIN_MAP)."""
+    if plain is None:
+        return False
+    large = plain.tokens > CPU_PLAIN_TOKENS
+    return (training and (plain.windows == 1 or large)) or (plain.windows == 1 and large)
 
 
 def cpu_kernels_reason(device: torch.device, backend: Optional[str], training: bool = False,
-                       dtype: torch.dtype = torch.float32, one_window: bool = False) -> Optional[str]:
+                       dtype: torch.dtype = torch.float32, plain: Optional[PlainMap] = None) -> Optional[str]:
     """Why the fused C++ CPU kernels (either layout) do not run these inputs, or None: they
-    run CPU tensors of any size, and in auto mode with gradients only in fp32 / fp64
-    (CPU_TRAINING_LIMIT) and, on the image layout, on maps of more than one window or a
-    shift (one_window: CPU_ONE_WINDOW)."""
+    run CPU tensors of any size; in auto mode, with gradients only in fp32 / fp64
+    (CPU_TRAINING_LIMIT), and on the image layout not where an unshifted map without
+    padding (plain) runs faster on the reference (CPU_PLAIN_MAP)."""
     reason = compiled_backend_reason("cpu", device)
-    if reason is None and training and requested_backend(backend) == "auto":
-        if dtype in LOW_PRECISION:
+    if reason is None and requested_backend(backend) == "auto":
+        if training and dtype in LOW_PRECISION:
             return CPU_TRAINING_LIMIT
-        if one_window:
-            return CPU_ONE_WINDOW
+        if plain_map_prefers_reference(plain, training):
+            return CPU_PLAIN_MAP
     return reason

@@ -8,6 +8,7 @@ attention (the fallback where the Triton kernels cannot run on a GPU); and
 "reference", the pure PyTorch ops of fastswin.reference.
 """
 import functools
+import math
 from typing import Optional, Tuple
 
 import torch
@@ -16,8 +17,8 @@ from fastswin import reference
 from fastswin._extension import compiled_backend_reason
 from fastswin.backends import requested_backend, select_backend
 from fastswin.ops.arguments import IntPair, as_sizes
-from fastswin.ops.attention.checks import (check_logit_scale, check_map, check_windows, cpu_kernels_reason, map_dims,
-                                           map_triton_reason, needs_grad, windows_triton_reason)
+from fastswin.ops.attention.checks import (PlainMap, check_logit_scale, check_map, check_windows, cpu_kernels_reason,
+                                           map_dims, map_triton_reason, needs_grad, windows_triton_reason)
 from fastswin.ops.attention.cpu_ops import cpu_image_attention_op, cpu_window_attention_op
 from fastswin.ops.attention.custom_ops import image_attention_op, window_attention_op
 from fastswin.ops.window_process import window_partition, window_partition_3d, window_reverse, window_reverse_3d
@@ -120,13 +121,13 @@ def _as_dtype(x: Optional[torch.Tensor], dtype: torch.dtype) -> Optional[torch.T
     return None if x is None else x.to(dtype)
 
 
-def _map_backends(num_heads, head_dim, window_size, dtype, device, backend, training, one_window=False):
+def _map_backends(num_heads, head_dim, window_size, dtype, device, backend, training, plain=None):
     """shifted_window_attention's backends in order of preference, each with its can-run
-    check; one_window: the map is one unshifted window (checks.CPU_ONE_WINDOW)."""
+    check; plain: the map's checks.PlainMap where it is unshifted and not padded."""
     return [
         ("triton", lambda: map_triton_reason(num_heads, head_dim, window_size, dtype, device, backend, training)),
         ("cuda", lambda: compiled_backend_reason("cuda", device)),
-        ("cpu", lambda: cpu_kernels_reason(device, backend, training, dtype, one_window)),
+        ("cpu", lambda: cpu_kernels_reason(device, backend, training, dtype, plain)),
         ("reference", lambda: None),
     ]
 
@@ -147,6 +148,17 @@ def shifted_window_attention_backend(num_heads: int, head_dim: int, window_size:
     if fused_reason is None and chosen != "triton" and requested_backend(backend) == "auto":  # auto's own limit
         fused_reason = map_triton_reason(num_heads, head_dim, window_size, dtype, device, backend, training)
     return chosen, fused_reason
+
+
+def plain_map(sizes: reference.Sizes, window_size: reference.Sizes, shift_size: reference.Sizes,
+              always_shift: bool = False) -> Optional[PlainMap]:
+    """A map of spatial `sizes` as shifted_window_attention (same arguments) attends it:
+    its windows per image and tokens per window where it is neither shifted nor padded
+    (checks.PlainMap: where auto may prefer the reference on CPU), else None."""
+    shift = shift_size if always_shift else reference.effective_shifts(sizes, window_size, shift_size)
+    if any(shift) or any([size % window for size, window in zip(sizes, window_size)]):  # (lists: dynamo)
+        return None
+    return PlainMap(math.prod([size // window for size, window in zip(sizes, window_size)]), math.prod(window_size))
 
 
 def _is_triple(size: IntPair) -> bool:
@@ -209,11 +221,10 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
                                                   qkv_bias, order, always_shift)
     sizes = tuple(qkv.shape[1:-1])
     shift = shift_size if always_shift else reference.effective_shifts(sizes, window_size, shift_size)
-    one_window = sizes == tuple(window_size) and not any(shift)
     chosen = select_backend("shifted_window_attention", backend,
                             _map_backends(num_heads, qkv.shape[-1] // (3 * num_heads), window_size, qkv.dtype,
                                           qkv.device, backend, needs_grad(qkv, bias, logit_scale, qkv_bias),
-                                          one_window))
+                                          plain_map(sizes, window_size, shift, always_shift=True)))
     if chosen in ("triton", "cpu"):
         fused = image_attention_op if chosen == "triton" else cpu_image_attention_op
         # bias and qkv_bias are read in their own dtype (fp32 parameters under autocast keep
