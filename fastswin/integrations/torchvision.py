@@ -25,8 +25,11 @@ from fastswin.integrations._core import (BACKEND_ATTR, Target, class_override_pr
                                          warn_if_unpredicted)
 
 FALLBACKS = ["torchvision: training with attention_dropout > 0"]
-# The video Swin's training step on CPU through the fused kernels measured 0.86x its own
-# (swin3d_t, 1 x 16 x 112 x 112, fp32, 2-core Intel Xeon): auto keeps its forward there.
+# The video Swin's training step on CPU through the fused kernels measured 0.86-1.03x its
+# own (swin3d_t, 1 x 16 x 112 x 112, fp32, 2-core Intel Xeon; 1.03x with its unshifted maps
+# on torchvision's forward, ops.attention.checks.CPU_PLAIN_MAP): its shifted stage-1 block
+# trains 1.26-1.38x faster fused, its shifted stage-2 block (4 windows of 392 tokens)
+# 0.94-0.96x. Auto keeps torchvision's forward for its training.
 VIDEO_CPU_TRAINING = False
 
 
