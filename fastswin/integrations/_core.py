@@ -16,7 +16,7 @@ import torch.nn as nn
 from fastswin import ops
 from fastswin._extension import compiled_backend_reason
 from fastswin.backends import BackendError, logger, requested_backend
-from fastswin.ops.attention.checks import LOW_PRECISION, PlainMap, plain_map_prefers_reference
+from fastswin.ops.attention.checks import LOW_PRECISION, plain_map_prefers_reference
 
 # Instance attributes a patch adds all start with PREFIX (none is a parameter, buffer or submodule).
 PREFIX = "_fastswin_"
@@ -120,17 +120,18 @@ CPU_FALLBACK = ("the input is on the CPU, no backend is forced and the library's
 FUSED_BACKENDS = ("triton", "cpu")
 
 
-def library_is_faster(module: nn.Module, x: torch.Tensor, plain: Optional[PlainMap] = None,
+def library_is_faster(module: nn.Module, x: torch.Tensor, attended: Optional[Tuple[tuple, tuple, tuple]] = None,
                       cpu_training: bool = True) -> bool:
     """Whether the patched `module` runs its original forward on `x` (CPU_FALLBACK);
-    plain: ops.plain_map of the map it attends; cpu_training: its target's
+    attended: the (sizes, window, shift) of the map it attends, as ops.plain_map takes
+    them (read on CPU only: GPU calls skip the work); cpu_training: its target's
     (Target.cpu_training)."""
     if x.device.type != "cpu" or requested_backend(module.__dict__.get(BACKEND_ATTR)) != "auto":
         return False
     if compiled_backend_reason("cpu", x.device) is not None:
         return True
     needs_grad = torch.is_grad_enabled() and (x.requires_grad or any(p.requires_grad for p in module.parameters()))
-    if plain_map_prefers_reference(plain, needs_grad):
+    if attended is not None and plain_map_prefers_reference(ops.plain_map(*attended), needs_grad):
         return True
     return needs_grad and (not cpu_training or _attention_dtype(x) in LOW_PRECISION)
 

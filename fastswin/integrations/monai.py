@@ -19,7 +19,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastswin import ops
 from fastswin.integrations._core import (BACKEND_ATTR, Target, class_override_problem, library_is_faster, original,
                                          warn_if_unpredicted)
 from fastswin.nn.functional import window_attention_map
@@ -38,8 +37,8 @@ def _fused_part1(block: nn.Module, x: torch.Tensor, mask_matrix: Optional[torch.
     """Replaces SwinTransformerBlock.forward_part1: (B, [D,] H, W, C) -> the attention output, same shape."""
     attn = block.attn
     window, shift = sys.modules[MODULE].get_window_size(tuple(x.shape[1:-1]), block.window_size, block.shift_size)
-    plain = ops.plain_map(tuple(x.shape[1:-1]), tuple(window), tuple(shift))
-    if (attn.training and attn.attn_drop.p > 0) or library_is_faster(block, x, plain):
+    attended = (tuple(x.shape[1:-1]), tuple(window), tuple(shift))
+    if (attn.training and attn.attn_drop.p > 0) or library_is_faster(block, x, attended):
         return original(block, "forward_part1")(x, mask_matrix)
     x = block.norm1(x)
     qkv = F.linear(x, attn.qkv.weight, attn.qkv.bias)

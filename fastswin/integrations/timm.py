@@ -14,7 +14,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastswin import ops
 from fastswin.integrations._core import (BACKEND_ATTR, Target, class_override_problem, library_is_faster, original,
                                          warn_if_unpredicted)
 from fastswin.nn.functional import continuous_position_bias, table_position_bias, v2_qkv_bias, window_attention_map
@@ -34,8 +33,8 @@ def _v2_bias(attn: nn.Module) -> torch.Tensor:
 def _fused_attn(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Replaces SwinTransformerBlock._attn / SwinTransformerV2Block._attn: (B, H, W, C) -> (B, H, W, C)."""
     attn = block.attn
-    plain = ops.plain_map(tuple(x.shape[1:3]), tuple(block.window_size), tuple(block.shift_size))
-    if (attn.training and attn.attn_drop.p > 0) or library_is_faster(block, x, plain):
+    attended = (tuple(x.shape[1:3]), tuple(block.window_size), tuple(block.shift_size))
+    if (attn.training and attn.attn_drop.p > 0) or library_is_faster(block, x, attended):
         return original(block, "_attn")(x)
     v2 = hasattr(attn, "cpb_mlp")
     qkv_bias = v2_qkv_bias(attn.q_bias, attn.k_bias, attn.v_bias) if v2 else attn.qkv.bias

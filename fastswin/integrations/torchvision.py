@@ -43,8 +43,8 @@ def _qkv_bias(attn: nn.Module, v2: bool) -> Optional[torch.Tensor]:
 
 def _fused_forward(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Replaces ShiftedWindowAttention(V2).forward: (B, H, W, C) -> (B, H, W, C)."""
-    plain = ops.plain_map(tuple(x.shape[1:3]), tuple(attn.window_size), tuple(attn.shift_size))
-    if (attn.training and attn.attention_dropout > 0) or library_is_faster(attn, x, plain):
+    attended = (tuple(x.shape[1:3]), tuple(attn.window_size), tuple(attn.shift_size))
+    if (attn.training and attn.attention_dropout > 0) or library_is_faster(attn, x, attended):
         return original(attn, "forward")(x)
     v2 = hasattr(attn, "logit_scale")
     qkv_bias = _qkv_bias(attn, v2)
@@ -62,8 +62,8 @@ def _fused_forward_3d(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     video = sys.modules["torchvision.models.video.swin_transformer"]
     window, shift = video._get_window_and_shift_size(list(attn.shift_size), list(x.shape[1:4]),
                                                      list(attn.window_size))
-    plain = ops.plain_map(tuple(x.shape[1:4]), tuple(window), tuple(shift))
-    if (attn.training and attn.attention_dropout > 0) or library_is_faster(attn, x, plain, VIDEO_CPU_TRAINING):
+    attended = (tuple(x.shape[1:4]), tuple(window), tuple(shift))
+    if (attn.training and attn.attention_dropout > 0) or library_is_faster(attn, x, attended, VIDEO_CPU_TRAINING):
         return original(attn, "forward")(x)
     qkv = F.linear(x, attn.qkv.weight, attn.qkv.bias)
     warn_if_unpredicted(attn, qkv, attn.num_heads, window)

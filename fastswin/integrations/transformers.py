@@ -34,7 +34,6 @@ from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 import torch
 import torch.nn as nn
 
-from fastswin import ops
 from fastswin.integrations._core import (BACKEND_ATTR, PREFIX, Target, class_override_problem, library_is_faster,
                                          original, warn_if_unpredicted)
 from fastswin.nn.functional import continuous_position_bias, table_position_bias, window_attention_map
@@ -147,9 +146,9 @@ def _needs_original(layer: nn.Module, hidden_states: torch.Tensor, input_dimensi
     config = getattr(layer.attention, "config", None)  # 5.x: outputs may be recorded from the config flag
     wants_weights = named.get("output_attentions") or getattr(config, "output_attentions", False)
     window, shift = int(layer.window_size), int(layer.shift_size)
-    plain = ops.plain_map(tuple(input_dimensions), (window, window), (shift, shift))
+    attended = (tuple(input_dimensions), (window, window), (shift, shift))
     return bool(wants_weights or named.get("head_mask") is not None
-                or (layer.training and _dropout_p(layer) > 0) or library_is_faster(layer, hidden_states, plain))
+                or (layer.training and _dropout_p(layer) > 0) or library_is_faster(layer, hidden_states, attended))
 
 
 def _attention(layer: nn.Module, layout: _Layout, x: torch.Tensor) -> torch.Tensor:
