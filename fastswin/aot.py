@@ -9,11 +9,12 @@ tensor-core instructions were emitted. It backs `fastswin compile-report`.
 Works with Triton 3.6 and 3.8: both take a signature {arg name: type} that
 names constexpr arguments "constexpr", with their values in `constexprs`.
 
-Under TRITON_INTERPRET=1 (the test suite without a GPU) `@triton.jit` makes
-interpreter functions, which cannot be compiled: `compile_kernels` then
-compiles them in one child process started without the interpreter, which
-imports them by module and name (`python -m fastswin.aot` reads the jobs
-pickled on stdin).
+`compile_kernels` compiles a batch in child processes, one per core, each on every
+n-th job (ptxas and cuobjdump run one thread each): a child is started without the
+interpreter and imports the kernels by module and name (`python -m fastswin.aot`
+reads its jobs pickled on stdin). So under TRITON_INTERPRET=1 (the test suite
+without a GPU), where `@triton.jit` makes interpreter functions that cannot be
+compiled, even one job runs in a child.
 """
 import importlib
 import os
@@ -23,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -106,11 +108,16 @@ def compile_kernel(fn, signature: Mapping[str, str], constexprs: Mapping[str, ob
                                        maxnreg)])[0]
 
 
-def compile_kernels(jobs: Sequence[CompileJob]) -> List[KernelReport]:
-    """Compile every job and report its resources, in order."""
-    if all(isinstance(job.fn, triton.runtime.JITFunction) for job in jobs):
+def compile_kernels(jobs: Sequence[CompileJob], processes: Optional[int] = None) -> List[KernelReport]:
+    """Compile every job and report its resources, in order; in `processes` children
+    (default: one per core, at most one per job), or here for one compilable job."""
+    processes = processes or max(1, min(len(jobs), os.cpu_count() or 1))
+    if processes == 1 and all(isinstance(job.fn, triton.runtime.JITFunction) for job in jobs):
         return [_compile(job) for job in jobs]
-    return _compile_in_child(jobs)
+    shares = [jobs[i::processes] for i in range(processes)]
+    with ThreadPoolExecutor(processes) as pool:
+        reports = list(pool.map(_compile_in_child, shares))
+    return [reports[i % processes][i // processes] for i in range(len(jobs))]
 
 
 def _compile(job: CompileJob) -> KernelReport:

@@ -88,23 +88,22 @@ def image_window(n: int) -> Optional[Tuple[int, ...]]:
 def triton_rows(archs: Iterable[int], cases: Sequence[Tuple[Tuple[int, int], torch.dtype]]) -> List[ResourceRow]:
     """The attention kernels, v1 and v2 (cosine), in each of LAYOUTS, as launched for each
     ((N, head_dim), dtype) of cases (report_cases)."""
-    from fastswin.aot import compile_kernel
+    from fastswin.aot import CompileJob, compile_kernels
     from fastswin.ops.attention.aot_specs import kernel_specs
 
-    rows = []
+    jobs, labels = [], []
     for arch, ((n, head_dim), dtype), cosine, layout in itertools.product(archs, cases, (False, True), LAYOUTS):
         window = image_window(n)
         if LAYOUTS[layout]["image"] and window is None:
             continue
         for spec in kernel_specs(n, head_dim, dtype, cosine=cosine, arch=arch, window=window, **LAYOUTS[layout]):
-            r = compile_kernel(spec.fn, spec.signature, spec.constexprs, arch=arch, aligned=spec.aligned,
-                               **spec.launch)
-            config = (f"{layout} {'v2' if cosine else 'v1'} N={n}{_video_tag(window)} d={head_dim} "
-                      f"{str(dtype).removeprefix('torch.')} w{r.num_warps} s{r.num_stages}")
-            rows.append(ResourceRow("triton", spec.fn.__name__.strip("_"), config, arch, r.registers, r.shared,
-                                    r.local, r.stack, r.tensor_cores,
-                                    known_spill=KNOWN_SPILLS.get((layout, arch, n), 0)))
-    return rows
+            jobs.append(CompileJob(spec.fn, spec.signature, spec.constexprs, arch, aligned=spec.aligned, **spec.launch))
+            labels.append((spec.fn.__name__.strip("_"), f"{layout} {'v2' if cosine else 'v1'} N={n}"
+                           f"{_video_tag(window)} d={head_dim} {str(dtype).removeprefix('torch.')}",
+                           KNOWN_SPILLS.get((layout, arch, n), 0)))
+    return [ResourceRow("triton", name, f"{config} w{r.num_warps} s{r.num_stages}", r.arch, r.registers, r.shared,
+                        r.local, r.stack, r.tensor_cores, known_spill=known)
+            for (name, config, known), r in zip(labels, compile_kernels(jobs))]
 
 
 def _video_tag(window: Optional[Tuple[int, ...]]) -> str:

@@ -12,6 +12,11 @@ import torch
 if not torch.cuda.is_available() or os.environ.get("FASTSWIN_TEST_INTERPRET") == "1":
     os.environ["TRITON_INTERPRET"] = "1"
 
+# Under pytest-xdist (-n N) the workers share the cores: each takes its share of torch
+# threads, so that no worker's threads wait on another's.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
+
 import pytest  # noqa: E402
 
 from helpers import DEVICES, INTERPRETED  # noqa: E402
@@ -43,11 +48,24 @@ def poisoned_outputs():
     torch.use_deterministic_algorithms(before)
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "versions: a test of what can differ between torch / Triton versions (the Triton kernels in "
+        "the interpreter, registered ops, autograd, torch.compile, the C++ extension's bindings); the second "
+        "stack of CI (.ci/gpu-stack: torch 2.11 + Triton 3.6) runs only these (pytest -m versions)")
+    config.addinivalue_line(
+        "markers", "long: minutes long in the Triton interpreter; run first, so that pytest-xdist's workers "
+        "(-n auto --maxschedchunk 1: a test at a time) end together rather than one waiting on another")
+
+
 def pytest_collection_modifyitems(config, items):
-    """FASTSWIN_TEST_GPU_ONLY=1 (benchmarks/gpu_validate.sh, where device minutes are few)
+    """The long tests first (a stable sort: the order is otherwise pytest's). Then
+    FASTSWIN_TEST_GPU_ONLY=1 (benchmarks/gpu_validate.sh, where device minutes are few)
     keeps only what runs on the GPU: the tests of the cuda device parameter and, in the
     files that test kernels on helpers.KERNEL_DEVICE, those without a device parameter.
     CPU CI runs the rest."""
+    if INTERPRETED:
+        items.sort(key=lambda item: item.get_closest_marker("long") is None)
     if os.environ.get("FASTSWIN_TEST_GPU_ONLY") != "1" or INTERPRETED:
         return
     keep, drop = [], []

@@ -45,3 +45,10 @@ def spawn_gloo_workers(worker, tmp_path, nprocs, *args):
             if error.signal_name is None or attempt:
                 raise
             warnings.warn(f"a gloo worker died by {error.signal_name}; running the workers again")
+
+# What the second stack of CI (torch 2.11 + Triton 3.6, the GPU machine's versions) runs:
+# tests, or parameters (pytest.param(..., marks=versions)), of what can differ between
+# versions. conftest.py registers the marker.
+versions = pytest.mark.versions
+# Tests minutes long in the interpreter, run first (conftest.py).
+long = pytest.mark.long

@@ -7,12 +7,14 @@ Compiles are cached by Triton (~/.triton/cache): about 30 s cold, seconds warm.
 import pytest
 import torch
 
+from helpers import long
+
 from fastswin import aot
 from fastswin.compile_report import KNOWN_SPILLS, LAYOUTS
 from fastswin.ops.attention.aot_specs import kernel_specs
 
-pytestmark = pytest.mark.skipif(aot.cuda_tool("cuobjdump") is None,
-                                reason="cuobjdump is neither in the Triton wheel nor on PATH")
+pytestmark = [long, pytest.mark.skipif(aot.cuda_tool("cuobjdump") is None,
+                                      reason="cuobjdump is neither in the Triton wheel nor on PATH")]
 
 
 ARCHS = (80, 90)
@@ -21,34 +23,30 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 VARIANTS = {"v1": False, "v2": True}  # v2: the cosine kernels (COSINE on, dlogit_scale by atomics)
 
 
-@pytest.fixture(scope="module")
-def reports():
-    """{(arch, N, dtype name, variant, layout): reports of the kernels launched} on that
-    arch, compiled in one batch (one child process when the kernels are interpreted)."""
+def test_attention_kernels_compile_without_spills_on_tensor_cores():
+    """Every (arch, N, dtype, variant, layout), compiled in one batch (one test, so that
+    pytest-xdist's workers do not each compile it): no spills but the known ones
+    (compile_report.KNOWN_SPILLS, held to their bound), tensor cores, registers and shared
+    memory within the GPU's limits. Every failing kernel is named."""
     keys = [(arch, n, name, variant, layout) for arch in ARCHS for n in TOKENS for name in DTYPES
             for variant in VARIANTS for layout in LAYOUTS]
     specs = {key: kernel_specs(key[1], 32, DTYPES[key[2]], cosine=VARIANTS[key[3]], arch=key[0], **LAYOUTS[key[4]])
              for key in keys}
     jobs = [aot.CompileJob(spec.fn, spec.signature, spec.constexprs, key[0], aligned=spec.aligned, **spec.launch)
             for key in keys for spec in specs[key]]
-    done = iter(aot.compile_kernels(jobs))
-    return {key: tuple(next(done) for _ in specs[key]) for key in keys}
-
-
-@pytest.mark.parametrize("layout", list(LAYOUTS))
-@pytest.mark.parametrize("variant", list(VARIANTS))
-@pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("n", TOKENS)
-@pytest.mark.parametrize("dtype", list(DTYPES))
-def test_attention_kernels_compile_without_spills_on_tensor_cores(reports, arch, n, dtype, variant, layout):
-    """No spills, but the known ones (compile_report.KNOWN_SPILLS), held to their bound."""
-    known = KNOWN_SPILLS.get((layout, arch, n), 0)
-    for report in reports[arch, n, dtype, variant, layout]:
-        assert report.arch == arch
-        assert 0 < report.registers <= 255, report
-        assert report.local == 0 and report.stack <= known, f"{report.name} spills: {report}"
-        assert report.tensor_cores, f"{report.name} has no tensor-core instructions: {report}"
-        assert report.shared <= 227 * 1024, report
+    reports = iter(aot.compile_kernels(jobs))
+    failures = []
+    for key in keys:
+        arch, n, _, _, layout = key
+        known = KNOWN_SPILLS.get((layout, arch, n), 0)
+        for report in (next(reports) for _ in specs[key]):
+            problems = [text for text, bad in (
+                ("another arch", report.arch != arch), ("registers", not 0 < report.registers <= 255),
+                ("spills", report.local > 0 or report.stack > known), ("no tensor cores", not report.tensor_cores),
+                ("shared memory", report.shared > 227 * 1024)) if bad]
+            if problems:
+                failures.append(f"{key} {report.name}: {', '.join(problems)}: {report}")
+    assert not failures, "\n".join(failures)
 
 
 def test_cosine_specs_differ_from_v1_only_by_the_switch():

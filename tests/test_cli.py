@@ -7,6 +7,8 @@ import sys
 import pytest
 import torch
 
+from helpers import long
+
 from fastswin import cli, ops
 
 
@@ -67,14 +69,22 @@ def test_bench_one_model(tmp_path, capsys):
     assert "swin_tiny_patch4_window7_224 b1" in out and "infer" in out
 
 
-def test_check_passes(capsys):
+@pytest.fixture
+def without_the_interpreter(monkeypatch):
+    """`fastswin check` on CPU as a user runs it: the Triton backend skipped, not interpreted
+    (the kernel tests check that backend in the interpreter, where the check took four minutes)."""
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+
+
+def test_check_passes(capsys, without_the_interpreter):
     assert cli.main(["check", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
     assert "window_partition           cpu        ok" in out
+    assert "window_attention           triton     skipped: " in out
     assert " 0 failed" in out
 
 
-def test_check_names_a_wrong_kernel(monkeypatch, capsys):
+def test_check_names_a_wrong_kernel(monkeypatch, capsys, without_the_interpreter):
     real = ops.window_partition
     monkeypatch.setattr(ops, "window_partition", lambda x, *a, backend=None: real(x, *a, backend=backend) * 1.001
                         if backend == "cpu" else real(x, *a, backend=backend))
@@ -97,6 +107,7 @@ def test_profile_writes_a_trace(tmp_path, capsys):
     assert any(e.get("name", "").startswith("aten::") for e in trace["traceEvents"])
 
 
+@long
 def test_compile_report_quick():
     """Ahead-of-time compilation needs the real Triton JIT: run without the interpreter."""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import KERNEL_DEVICE, KERNEL_DTYPE_IDS, KERNEL_DTYPES, interpreter_only, random_tensor
-from test_window_attention import assert_close_to_reference, gpu_sized, make_inputs
+from helpers import KERNEL_DEVICE, KERNEL_DTYPE_IDS, KERNEL_DTYPES, interpreter_only, random_tensor, versions
+from test_window_attention import assert_close_to_reference, gpu_sized, make_inputs, window_cases
 
 from fastswin import BackendError, reference
 from fastswin.ops import cosine_window_attention
@@ -70,8 +70,7 @@ def run_triton(q, k, v, logit_scale, bias, mask, grad_out):
 
 
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=KERNEL_DTYPE_IDS)
-@pytest.mark.parametrize("case", CASES, ids=[f"B{c[0]}-h{c[1]}-N{c[2]}-d{c[3]}-bias{int(c[4])}-nW{c[5]}"
-                                             for c in CASES])
+@pytest.mark.parametrize("case", window_cases(CASES))
 def test_forward_and_gradients_match_reference(case, dtype, poisoned_outputs):
     check_against_reference(case, dtype)
 
@@ -111,6 +110,7 @@ def check_against_reference(case, dtype):
     assert (dlogit_scale[1::2] == 0).all()  # clamped: exactly zero, as torch.clamp gives
 
 
+@versions
 @pytest.mark.parametrize("below", [False, True], ids=["at", "one-ulp-below"])
 def test_logit_scale_gradient_at_the_clamp_follows_torch_clamp(below):
     """At exactly the bound (log 100 rounded to fp32) torch.clamp's gradient is 0; one
@@ -132,6 +132,7 @@ def test_logit_scale_gradient_at_the_clamp_follows_torch_clamp(below):
         assert torch.equal(grads[3], torch.zeros_like(grads[3]))
 
 
+@versions
 @interpreter_only
 def test_zero_and_tiny_rows_follow_f_normalize():
     """Rows with ||x|| < eps: F.normalize divides by eps and drops the projection (the
@@ -150,6 +151,7 @@ def test_zero_and_tiny_rows_follow_f_normalize():
         torch.testing.assert_close(got, exact, rtol=1e-9, atol=1e-9 * exact.abs().max().item())
 
 
+@versions
 def test_strided_inputs_are_read_in_place_or_copied():
     """q, k, v as views of a packed qkv (read in place), a non-unit last stride (copied),
     a non-contiguous logit_scale and bias."""
@@ -167,6 +169,7 @@ def test_strided_inputs_are_read_in_place_or_copied():
         torch.testing.assert_close(got.double(), exact, rtol=1e-4, atol=1e-4 * exact.abs().max().item())
 
 
+@versions
 @interpreter_only
 @pytest.mark.parametrize("n", [20, 40], ids=["one-tile", "multi-tile"])
 def test_gradcheck_through_triton(n):
@@ -179,6 +182,7 @@ def test_gradcheck_through_triton(n):
     assert torch.autograd.gradcheck(fn, leaves, fast_mode=True)
 
 
+@versions
 @pytest.mark.parametrize("n", [49, 72], ids=["registers", "in-place-slots"])
 def test_deterministic_equals_atomic(n):
     """Five windows in groups of two (the last group short): atomic and deterministic
@@ -201,6 +205,7 @@ def test_deterministic_equals_atomic(n):
     torch.testing.assert_close(first[3].double(), exact_grads[4], rtol=1e-4, atol=1e-4)
 
 
+@versions
 def test_only_the_gradients_asked_for():
     """No bias, logit_scale frozen: the backward skips dbias and dlogit_scale."""
     q, k, v, _, mask = make_inputs(2, 2, 49, 16, False, 1, torch.float32)
@@ -210,6 +215,7 @@ def test_only_the_gradients_asked_for():
     assert torch.isfinite(dq).all()
 
 
+@versions
 def test_opcheck_registered_op():
     q, k, v, bias, mask = make_inputs(2, 2, 49, 16, True, 2, torch.float32)
     q, k, v, bias, logit_scale = [t.detach().clone().requires_grad_()
@@ -217,6 +223,7 @@ def test_opcheck_registered_op():
     torch.library.opcheck(torch.ops.fastswin.window_attention_triton.default, (q, k, v, bias, mask, logit_scale, 1.0))
 
 
+@versions
 def test_torch_compile_traces_the_op_fullgraph():
     torch._dynamo.reset()
     mask = make_inputs(2, 2, 49, 16, True, 2, torch.float32)[4]
@@ -236,6 +243,7 @@ def test_torch_compile_traces_the_op_fullgraph():
         torch.testing.assert_close(a.grad, b.grad)
 
 
+@versions
 def test_auto_backend_on_cpu_never_runs_the_interpreter(monkeypatch):
     """Auto mode takes the C++ CPU kernels (or the reference without the extension)."""
     monkeypatch.setattr("fastswin.ops.attention.custom_ops.window_attention_forward", None)  # the Triton path
@@ -247,6 +255,7 @@ def test_auto_backend_on_cpu_never_runs_the_interpreter(monkeypatch):
                                atol=1e-4)
 
 
+@versions
 def test_forced_triton_says_why_it_cannot_run():
     q = torch.randn(2, 1, 1089, 16, device=KERNEL_DEVICE)
     with pytest.raises(BackendError, match="N = 1089"):
@@ -254,6 +263,7 @@ def test_forced_triton_says_why_it_cannot_run():
     assert cosine_window_attention(q, q, q, logit_scale_of(1)).shape == q.shape
 
 
+@versions
 @pytest.mark.parametrize("backend", [None, "reference", "triton"])
 @pytest.mark.parametrize("logit_scale, message", [
     (torch.zeros(3, 1, 1), "logit_scale must be"),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from fastswin import ops, reference
-from helpers import random_tensor
+from helpers import random_tensor, versions
 
 _C = pytest.importorskip("fastswin._C", reason="the C++ extension is not built")
 pytestmark = pytest.mark.usefixtures("poisoned_outputs")  # conftest.py
@@ -65,6 +65,7 @@ def test_cpu_forward_log_sum_exp():
     torch.testing.assert_close(lse, logits.logsumexp(-1), rtol=1e-12, atol=1e-12)
 
 
+@versions
 @pytest.mark.parametrize("bad,match", [
     (dict(shift=[7, 0]), "0 <= shift < window"),
     (dict(heads=5), "do not split"),
@@ -117,6 +118,7 @@ ODD_SHAPES = [((3, 4), (1, 1), (0, 0), 5, 4), ((5, 7), (2, 3), (1, 1), 2, 30),
               ((7, 8, 9), (7, 7, 7), (3, 3, 3), 1, 24)]
 
 
+@versions
 @pytest.mark.parametrize("v2", [False, True])
 @pytest.mark.parametrize("sizes,window,shift,heads,head_dim", ODD_SHAPES)
 def test_cpu_kernels_at_odd_head_dims_and_windows(sizes, window, shift, heads, head_dim, v2):
@@ -126,6 +128,7 @@ def test_cpu_kernels_at_odd_head_dims_and_windows(sizes, window, shift, heads, h
     _assert_within_twice_eager(got, eager, want, 1e-5)
 
 
+@versions
 def test_cpu_gradcheck_and_opcheck():
     qkv, bias, logit_scale, qkv_bias = _inputs((5, 6), (4, 4), True, True, torch.float64, seed=9)
     leaves = [t.double().requires_grad_() for t in (qkv.contiguous(), bias, logit_scale, qkv_bias)]
@@ -139,6 +142,7 @@ def test_cpu_gradcheck_and_opcheck():
     torch.library.opcheck(torch.ops.fastswin.shifted_window_attention_cpu.default, args)
 
 
+@versions
 def test_cpu_compiles_fullgraph_without_recompiles():
     bias = random_tensor((HEADS, 49, 49), torch.float32, "cpu", 11)
 

@@ -10,7 +10,7 @@ import torch
 from fastswin import reference
 from fastswin.ops import cosine_window_attention, window_attention
 from fastswin.ops.attention import functions
-from helpers import random_tensor
+from helpers import random_tensor, versions
 
 _C = pytest.importorskip("fastswin._C", reason="the C++ extension is not built")
 pytestmark = pytest.mark.usefixtures("poisoned_outputs")  # conftest.py
@@ -97,6 +97,7 @@ def test_cpu_log_sum_exp():
     torch.testing.assert_close(lse, logits.logsumexp(-1), rtol=1e-12, atol=1e-12)
 
 
+@versions
 @pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
 def test_opcheck_cpu_window_op(v2):
     packed, bias, mask, logit_scale = _inputs(CASES[0], torch.float32)
@@ -105,6 +106,7 @@ def test_opcheck_cpu_window_op(v2):
                           (q, k, v, bias, mask, logit_scale if v2 else None, 1.0 if v2 else SCALE))
 
 
+@versions
 def test_torch_compile_traces_the_cpu_op_fullgraph_without_recompiles():
     torch._dynamo.reset()
     mask = _inputs(CASES[0], torch.float32)[2]
@@ -144,6 +146,7 @@ def test_auto_mode_on_cpu_trains_through_the_kernels_in_fp32_only(v2, dtype, tra
     assert len(calls) == 1 + trains and packed.grad is not None
 
 
+@versions
 @pytest.mark.parametrize("bad,match", [
     (dict(k=torch.zeros(4, 2, 48, 16)), "of one shape"),
     (dict(k=torch.zeros(4, 2, 49, 16, dtype=torch.float64)), "share a dtype"),

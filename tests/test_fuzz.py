@@ -7,10 +7,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from helpers import versions
+
 HERE = Path(__file__).resolve().parent
 CASES = 300
 
 
+@versions
 def test_fuzzed_inputs_get_the_reference_result_or_a_value_error(tmp_path):
     seed = random.randrange(2**31)  # fresh inputs every run; the seed reproduces them
     progress = tmp_path / "progress"

@@ -8,10 +8,12 @@ import torch
 import triton
 import triton.language as tl
 
-from helpers import KERNEL_DEVICE as DEVICE
+from helpers import KERNEL_DEVICE as DEVICE, versions
 
 from fastswin import reference
 from fastswin.ops.attention.image_index import padding_rows, token_regions, token_rows
+
+pytestmark = versions  # helpers.py
 
 
 @triton.jit

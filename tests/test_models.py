@@ -7,7 +7,7 @@ import re
 import pytest
 import torch
 
-from helpers import random_tensor
+from helpers import random_tensor, versions
 from fastswin import models
 
 timm = pytest.importorskip("timm")
@@ -149,6 +149,7 @@ def test_pretrained_errors(tmp_path):
         models.create_model("swin_tiny_patch4_window7_224", pretrained=wrong, **TINY)
 
 
+@versions
 def test_compile_fullgraph_no_recompile_on_batch():
     """fastswin models trace whole (aot_eager: forward and backward graphs, no C++ build on CPU)."""
     torch._dynamo.reset()

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from helpers import random_tensor, spawn_gloo_workers
+from helpers import random_tensor, spawn_gloo_workers, versions
 import fastswin
 from fastswin.integrations._core import CPU_FALLBACK, PREFIX
 
@@ -249,6 +249,7 @@ def test_auto_mode_on_cpu_fuses_all_but_low_precision_training(library, monkeypa
     assert CPU_FALLBACK in report.fallbacks and CPU_FALLBACK in str(report)
 
 
+@versions
 @pytest.mark.parametrize("library,version", [("timm", "v1"), ("timm", "v2"), ("torchvision", "v2"),
                                              ("transformers", "v1")])
 def test_compile_fullgraph_no_recompile_on_batch(library, version):

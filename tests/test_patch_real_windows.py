@@ -14,7 +14,7 @@ gradients are checked, less the window clamp. Compiled, every model checks every
 import pytest
 import torch
 
-from helpers import INTERPRETED, KERNEL_DEVICE, random_tensor
+from helpers import INTERPRETED, KERNEL_DEVICE, long, random_tensor
 from patch_checks import assert_patch_matches, randomized
 
 pytestmark = pytest.mark.usefixtures("fastswin_path_on_cpu")  # conftest.py
@@ -85,6 +85,7 @@ MODELS = {  # name: (library, build, the interpreter checks gradients)
 }
 
 
+@long
 @pytest.mark.parametrize("backend", [None, "triton"], ids=["default", "triton"])
 @pytest.mark.parametrize("name", list(MODELS))
 def test_patched_model_matches_the_library(name, backend):

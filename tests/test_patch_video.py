@@ -6,7 +6,7 @@ where the map is no larger than the window, the bias sliced for the shrunk windo
 import pytest
 import torch
 
-from helpers import KERNEL_DEVICE, random_tensor
+from helpers import KERNEL_DEVICE, long, random_tensor, versions
 from patch_checks import assert_patch_matches, randomized
 import fastswin
 
@@ -31,6 +31,7 @@ def test_patched_video_swin_matches_torchvision(train):
     assert_patch_matches(model, x, 4, "torchvision ShiftedWindowAttention3d")
 
 
+@long
 def test_patched_video_swin_on_the_fused_kernels():
     """The Triton kernels forced (compiled on a GPU, interpreted here), at windows of
     2 x 3 x 3 to keep the interpreter quick (clips of 10 x 28 x 28: 5 x 7 x 7 and 5 x 4 x 4
@@ -49,6 +50,7 @@ def test_video_swin_is_reported_on_the_fused_kernels():
     assert all(e.fused and e.runs.startswith("the fused Triton kernels") for e in report.replaced)
 
 
+@versions
 def test_patched_video_swin_compiles_fullgraph_without_recompiles():
     """aot_eager traces the forward graph like inductor does, without compiling C++ on CPU;
     a second batch size makes the batch dimension dynamic, a third must not recompile."""

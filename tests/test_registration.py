@@ -3,11 +3,11 @@ autograd pass opcheck, and torch.compile traces through them without graph break
 import pytest
 import torch
 
-from helpers import random_tensor
+from helpers import random_tensor, versions
 from fastswin import ops
 from fastswin._extension import HAS_C
 
-pytestmark = pytest.mark.skipif(not HAS_C, reason="fastswin._C is not built")
+pytestmark = [versions, pytest.mark.skipif(not HAS_C, reason="fastswin._C is not built")]
 
 
 @pytest.mark.parametrize("shift", [(0, 0), (3, 2)])

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from helpers import random_tensor
+from helpers import random_tensor, versions
 from fastswin import ops
 
 torchvision_swin = pytest.importorskip("torchvision.models.swin_transformer")
@@ -30,6 +30,7 @@ def linear_inputs(case, device, seed):
     return x, qkv_weight, qkv_bias, bias, logit_scale
 
 
+@versions
 @pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_matches_torchvision(case, v2, device):
@@ -48,6 +49,7 @@ def test_matches_torchvision(case, v2, device):
         torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 
+@versions
 @pytest.mark.parametrize("order", ["torchvision", "timm"])
 @pytest.mark.parametrize("case", CASES, ids=str)
 def test_gradients_match_reference(case, order, device):
@@ -119,6 +121,7 @@ def test_v2_reference_on_fp16_padding_without_qkv_bias_is_finite():
     torch.testing.assert_close(out.double(), exact, rtol=1e-2, atol=1e-2)
 
 
+@versions
 def test_mask_first_built_under_inference_mode_serves_training(device):
     """The shift mask is cached: one first built under inference mode must still be
     usable by autograd later."""
@@ -136,7 +139,7 @@ def test_mask_first_built_under_inference_mode_serves_training(device):
 # worse than twice the reference's own at the same precision (test_window_attention's rule).
 
 from helpers import (INTERPRETED, KERNEL_DEVICE, KERNEL_DTYPE_IDS, KERNEL_DTYPES, compiled_only,  # noqa: E402
-                     interpreter_only)
+                     interpreter_only, long)
 from test_window_attention import assert_close_to_reference  # noqa: E402
 
 from fastswin import BackendError  # noqa: E402
@@ -184,9 +187,20 @@ def image_case_ids(case):
     return f"{B}x{H}x{W}x{C}-h{heads}-w{window[0]}x{window[1]}-s{shift[0]}x{shift[1]}"
 
 
-@pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
-@pytest.mark.parametrize("order, with_qkv_bias", ORDERS, ids=[f"{o}-qkvbias{int(b)}" for o, b in ORDERS])
-@pytest.mark.parametrize("case", IMAGE_CASES, ids=image_case_ids)
+def image_run(case, order, with_qkv_bias, v2):
+    """A named run; the second stack runs those of the first five (cheap) maps."""
+    return pytest.param(case, order, with_qkv_bias, v2, marks=versions if case in IMAGE_CASES[:5] else (),
+                        id=f"{image_case_ids(case)}-{order}-qkvbias{int(with_qkv_bias)}-v{1 + v2}")
+
+
+# Every order, qkv_bias and version on the map padded both ways; on each other map a v1 and
+# a v2 run, the orders in turn.
+IMAGE_RUNS = ([image_run(IMAGE_CASES[1], *order, v2) for order in ORDERS for v2 in (False, True)]
+              + [image_run(case, *ORDERS[(i + v2) % 3], v2) for i, case in enumerate(IMAGE_CASES) if i != 1
+                 for v2 in (False, True)])
+
+
+@pytest.mark.parametrize("case, order, with_qkv_bias, v2", IMAGE_RUNS)
 def test_triton_image_layout_matches_reference(case, order, with_qkv_bias, v2, poisoned_outputs):
     check_image_layout(case, order, with_qkv_bias, v2, torch.float32)
 
@@ -197,27 +211,37 @@ KEPT_SHIFT_CASES = [(2, 2, 9, 32, 2, (7, 7), (3, 3)), (1, 8, 8, 32, 1, (12, 12),
                     (1, 5, 12, 32, 1, (7, 4), (3, 2))]
 
 
-@pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
-@pytest.mark.parametrize("order", ["torchvision", "timm"])
-@pytest.mark.parametrize("case", KEPT_SHIFT_CASES, ids=image_case_ids)
+# A v1 and a v2 run on each, the orders in turn; the second stack runs the first map's.
+KEPT_SHIFT_RUNS = [pytest.param(case, ("torchvision", "timm")[(i + v2) % 2], v2, marks=versions if i == 0 else (),
+                                id=f"{image_case_ids(case)}-{('torchvision', 'timm')[(i + v2) % 2]}-v{1 + v2}")
+                   for i, case in enumerate(KEPT_SHIFT_CASES) for v2 in (False, True)]
+
+
+@pytest.mark.parametrize("case, order, v2", KEPT_SHIFT_RUNS)
 def test_triton_kept_shift_matches_reference(case, order, v2, poisoned_outputs):
     check_image_layout(case, order, True, v2, torch.float32, always_shift=True)
 
 
+# v1 and v2 in turn over the first four maps; the second stack runs the first two.
+LOW_PRECISION_RUNS = [pytest.param(case, i % 2 == 1, marks=versions if i < 2 else (),
+                                   id=f"{image_case_ids(case)}-v{1 + i % 2}") for i, case in enumerate(IMAGE_CASES[:4])]
+
+
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES[1:], ids=KERNEL_DTYPE_IDS[1:])
-@pytest.mark.parametrize("v2", [False, True], ids=["v1", "v2"])
-@pytest.mark.parametrize("case", IMAGE_CASES[:4], ids=image_case_ids)
+@pytest.mark.parametrize("case, v2", LOW_PRECISION_RUNS)
 def test_triton_image_layout_low_precision(case, v2, dtype, poisoned_outputs):
     check_image_layout(case, "torchvision", True, v2, dtype)
 
 
 # SwinV2-384's 24x24 windows (N = 576: the query pass takes its keys in blocks), one padded
-# window with its four shift regions, head_dim 24 (interpreted: about 30 s a run).
+# window with its four shift regions, head_dim 24 (interpreted: about 50 s a run); both
+# orders, versions and interpreted dtypes over two runs.
 LARGE_WINDOW_CASE = (1, 22, 21, 24, 1, (24, 24), (12, 12))
 
 
-@pytest.mark.parametrize("order, v2, dtype", [("torchvision", False, torch.float32), ("timm", True, torch.float32),
-                                              ("torchvision", True, torch.float16)], ids=str)
+@long
+@pytest.mark.parametrize("order, v2, dtype", [("torchvision", False, torch.float32), ("timm", True, torch.float16)],
+                         ids=str)
 def test_triton_image_layout_large_window(order, v2, dtype, poisoned_outputs):
     check_image_layout(LARGE_WINDOW_CASE, order, True, v2, dtype)
 
@@ -298,6 +322,7 @@ def test_fp32_bias_on_a_low_precision_map_keeps_its_precision(poisoned_outputs):
         assert error <= 1.5 * window_error + 1e-6 * ref.abs().max().item(), (name, error, window_error)
 
 
+@versions
 def test_triton_image_layout_reads_strided_parameters(poisoned_outputs):
     """bias, logit_scale and qkv_bias given as strided views are read as what they hold,
     forward and backward (a fuzzed case found qkv_bias read as if contiguous)."""
@@ -318,6 +343,7 @@ def test_triton_image_layout_reads_strided_parameters(poisoned_outputs):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4, msg=lambda text, name=name: f"{name}: {text}")
 
 
+@long
 def test_triton_image_layout_deterministic_equals_atomic():
     case = IMAGE_CASES[1]
     inputs = image_inputs(case, torch.float32, v2=True, with_qkv_bias=True)
@@ -332,6 +358,7 @@ def test_triton_image_layout_deterministic_equals_atomic():
         torch.testing.assert_close(a, d, rtol=1e-6, atol=1e-6)
 
 
+@versions
 def test_padding_store_alignment_is_what_the_rows_allow():
     """The backward's padding store tells the compiler the rows' alignment: 16 bytes for
     Swin's head_dim 32, less where a head_dim of 20 offsets the rows by 40 bytes."""
@@ -343,6 +370,7 @@ def test_padding_store_alignment_is_what_the_rows_allow():
         assert row_alignment(k) == want
 
 
+@versions
 @interpreter_only
 def test_triton_image_layout_gradcheck():
     case = (1, 5, 6, 32, 2, (4, 4), (2, 1))
@@ -357,6 +385,7 @@ def test_triton_image_layout_gradcheck():
     assert torch.autograd.gradcheck(f, (qkv, bias, qkv_bias), fast_mode=True)
 
 
+@versions
 def test_triton_image_layout_opcheck():
     case = IMAGE_CASES[2]
     qkv, bias, _, qkv_bias = image_inputs(case, torch.float32, v2=False, with_qkv_bias=True)
@@ -364,6 +393,7 @@ def test_triton_image_layout_opcheck():
     torch.library.opcheck(torch.ops.fastswin.shifted_window_attention_triton.default, args)
 
 
+@versions
 def test_triton_image_layout_says_why_it_cannot_run():
     qkv = torch.randn(1, 7, 7, 3 * 16, device=KERNEL_DEVICE)
     with pytest.raises(BackendError, match="head_dim 2"):

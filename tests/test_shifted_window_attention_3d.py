@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from helpers import KERNEL_DEVICE, KERNEL_DTYPES, interpreter_only, random_tensor
+from helpers import KERNEL_DEVICE, KERNEL_DTYPES, interpreter_only, long, random_tensor, versions
 from test_window_attention import assert_close_to_reference
 
 from fastswin import ops
@@ -16,6 +16,7 @@ from fastswin import ops
 video = pytest.importorskip("torchvision.models.video.swin_transformer")
 
 
+@versions
 @pytest.mark.parametrize("shift", [(0, 0, 0), (1, 1, 2), (1, 0, 2)], ids=str)
 @pytest.mark.parametrize("backend", ["reference", "cpu", "auto"])
 def test_matches_torchvisions_video_swin(shift, backend):
@@ -41,12 +42,12 @@ SMALL_CASES = [
     (2, (3, 6, 8), 16, 2, (1, 3, 4), (0, 1, 2)),  # windows of depth 1: folded into 2D ones
 ]
 # The real windows: torchvision's video Swin (8x7x7, shift 4x3x3) at head_dim 8 and
-# SwinUNETR's (7x7x7, shift 3x3x3) at head_dim 30 and 24: two windows in time, padded and
-# shifted there (the small cases shift every dim). Interpreted: about a minute a run.
+# SwinUNETR's (7x7x7, shift 3x3x3) at head_dim 30: two windows in time, padded and shifted
+# there (the small cases shift every dim); v1 and v2, both orders, fp32 and fp16.
+# Interpreted: three to four minutes a run, so not on the second stack.
 REAL_CASES = [
     ((1, (9, 7, 7), 8, 1, (8, 7, 7), (4, 3, 3)), "torchvision", False, torch.float32),
     ((1, (8, 7, 7), 30, 1, (7, 7, 7), (3, 3, 3)), "timm", True, torch.float16),
-    ((1, (8, 7, 7), 24, 1, (7, 7, 7), (3, 3, 3)), "torchvision", True, torch.float32),
 ]
 
 
@@ -95,18 +96,32 @@ def check_video_attention(case, order, v2, dtype):
             assert_close_to_reference(name, got, same, exact, dtype)
 
 
-# Every order, version and dtype on the first case; two mixes of them on the others.
-SMALL_RUNS = ([(SMALL_CASES[0], order, v2, dtype) for order in ("torchvision", "timm") for v2 in (False, True)
-               for dtype in KERNEL_DTYPES]
-              + [(SMALL_CASES[1], "timm", True, torch.float32), (SMALL_CASES[1], "torchvision", False, torch.float16),
-                 (SMALL_CASES[2], "torchvision", True, torch.float32), (SMALL_CASES[2], "timm", False, torch.float16)])
+def video_run(case, order, v2, dtype, second_stack=False):
+    return pytest.param(case, order, v2, dtype, marks=versions if second_stack else (),
+                        id=f"{case[1]}-w{case[4]}-s{case[5]}-{order}-v{1 + v2}-{str(dtype)[6:]}")
 
 
-@pytest.mark.parametrize("case, order, v2, dtype", SMALL_RUNS, ids=str)
+# Every order and version on the first case, fp32 and fp16 crossed with them (and bf16
+# where compiled); two mixes on the others. The second stack runs the first case's and
+# one of the folded windows.
+SMALL_RUNS = [video_run(SMALL_CASES[0], "torchvision", False, torch.float32, second_stack=True),
+              video_run(SMALL_CASES[0], "torchvision", True, torch.float16, second_stack=True),
+              video_run(SMALL_CASES[0], "timm", False, torch.float16, second_stack=True),
+              video_run(SMALL_CASES[0], "timm", True, torch.float32, second_stack=True),
+              video_run(SMALL_CASES[1], "timm", True, torch.float32),
+              video_run(SMALL_CASES[1], "torchvision", False, torch.float16),
+              video_run(SMALL_CASES[2], "torchvision", True, torch.float32, second_stack=True),
+              video_run(SMALL_CASES[2], "timm", False, torch.float16)]
+SMALL_RUNS += [video_run(SMALL_CASES[0], order, v2, dtype) for order, v2 in (("torchvision", True), ("timm", False))
+               for dtype in KERNEL_DTYPES[2:]]  # bf16, compiled only
+
+
+@pytest.mark.parametrize("case, order, v2, dtype", SMALL_RUNS)
 def test_triton_video_maps_match_reference(case, order, v2, dtype, poisoned_outputs):
     check_video_attention(case, order, v2, dtype)
 
 
+@long
 @pytest.mark.parametrize("case, order, v2, dtype", REAL_CASES, ids=str)
 def test_triton_real_video_windows_match_reference(case, order, v2, dtype, poisoned_outputs):
     check_video_attention(case, order, v2, dtype)
@@ -124,6 +139,7 @@ def test_triton_video_gradcheck():
     assert torch.autograd.gradcheck(f, (qkv, bias, qkv_bias), fast_mode=True)
 
 
+@versions
 def test_triton_video_opcheck():
     case = (1, (3, 4, 5), 8, 2, (2, 3, 4), (1, 1, 2))  # padded, shifted in every dim
     qkv, bias, _, qkv_bias = video_inputs(case, torch.float32, v2=False)
@@ -132,6 +148,7 @@ def test_triton_video_opcheck():
     torch.library.opcheck(torch.ops.fastswin.shifted_window_attention_triton.default, args)
 
 
+@versions
 @pytest.mark.parametrize("window, message", [((7, 7), "window_size must be an int or 3 ints"),
                                              ((2, 3, 4, 5), "window_size must be an int or 3 ints"),
                                              ((2, 0, 4), "window_size must be positive")])
@@ -142,6 +159,7 @@ def test_bad_video_window_raises(window, message):
 
 
 
+@versions
 def test_the_op_refuses_a_window_of_the_wrong_rank():
     """Called directly, the registered op checks that the window fits the map (the public
     op's argument checks are not in its way)."""

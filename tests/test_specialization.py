@@ -7,9 +7,11 @@ import torch
 from triton.backends.compiler import BaseBackend
 from triton.runtime.jit import native_specialize_impl
 
-from helpers import compiled_only
+from helpers import compiled_only, versions
 from fastswin.ops.attention import launch
 from fastswin.ops.attention.launch import ImageLayout, window_attention_backward, window_attention_forward
+
+pytestmark = versions  # helpers.py
 
 
 def not_specialized(kernel):

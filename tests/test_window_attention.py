@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from helpers import (KERNEL_DEVICE, KERNEL_DTYPE_IDS, KERNEL_DTYPES, compiled_only, interpreter_only,
-                     random_tensor)
+                     long, random_tensor, versions)
 
 from fastswin import BackendError, reference
 from fastswin.ops import cosine_window_attention, window_attention
@@ -82,9 +82,16 @@ def assert_close_to_reference(name, got, torch_same_precision, exact, dtype):
     assert error <= bound, f"{name}: error {error:.3g} > {bound:.3g} (PyTorch's own error {torch_error:.3g})"
 
 
+def window_cases(cases):
+    """The cases as named parameters; the second stack runs those of N <= 256 (the larger
+    windows' key blocks are run there at small sizes: test_gradcheck_through_triton), the
+    larger ones are long."""
+    return [pytest.param(c, marks=versions if c[2] <= 256 else long,
+                         id=f"B{c[0]}-h{c[1]}-N{c[2]}-d{c[3]}-bias{int(c[4])}-nW{c[5]}") for c in cases]
+
+
 @pytest.mark.parametrize("dtype", KERNEL_DTYPES, ids=KERNEL_DTYPE_IDS)
-@pytest.mark.parametrize("case", CASES, ids=[f"B{c[0]}-h{c[1]}-N{c[2]}-d{c[3]}-bias{int(c[4])}-nW{c[5]}"
-                                             for c in CASES])
+@pytest.mark.parametrize("case", window_cases(CASES))
 def test_forward_and_gradients_match_reference(case, dtype, poisoned_outputs):
     check_against_reference(case, dtype)
 
@@ -141,6 +148,7 @@ def check_against_reference(case, dtype):
         assert_close_to_reference(name, got, same, exact, dtype)
 
 
+@versions
 def test_output_is_a_view_of_a_tokens_major_buffer():
     """The caller's (B_, heads, N, d) -> (B_, N, heads * d) reshape costs no copy."""
     q, k, v, bias, mask = make_inputs(2, 3, 49, 16, True, 2, torch.float32)
@@ -148,6 +156,7 @@ def test_output_is_a_view_of_a_tokens_major_buffer():
     assert out.transpose(1, 2).is_contiguous()
 
 
+@versions
 def test_default_scale_is_head_dim_rsqrt():
     q, k, v, bias, mask = make_inputs(2, 1, 49, 16, True, None, torch.float32)
     out = window_attention(q, k, v, bias, backend="triton")
@@ -155,6 +164,7 @@ def test_default_scale_is_head_dim_rsqrt():
     torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
 
 
+@versions
 @interpreter_only
 @pytest.mark.parametrize("n, d", [(20, 16), (72, 16), (72, 64)], ids=["one-tile", "multi-tile", "key-blocks"])
 def test_gradcheck_through_triton(n, d):
@@ -169,7 +179,9 @@ def test_gradcheck_through_triton(n, d):
     assert torch.autograd.gradcheck(fn, leaves, fast_mode=True)
 
 
-@pytest.mark.parametrize("n, d", [(49, 16), (72, 16), (72, 64)], ids=["registers", "in-place-slots", "key-blocks"])
+@pytest.mark.parametrize("n, d", [pytest.param(49, 16, id="registers", marks=versions),
+                                  pytest.param(72, 16, id="in-place-slots", marks=versions),
+                                  pytest.param(72, 64, id="key-blocks", marks=long)])
 def test_deterministic_dbias_equals_atomic(n, d):
     """Five windows in groups of two: the last group is short. Atomic and deterministic
     dbias differ only in summation order (a few fp32 ulps); deterministic runs are
@@ -193,6 +205,7 @@ def test_windows_per_program_fills_a_gpu_and_bounds_the_loop():
     assert windows_per_program(10 ** 7, 24) == 64
 
 
+@versions
 def test_bias_gradient_only_when_needed():
     q, k, v, bias, mask = make_inputs(2, 2, 49, 16, True, 1, torch.float32)
     q = q.detach().requires_grad_()
@@ -201,12 +214,14 @@ def test_bias_gradient_only_when_needed():
     assert torch.isfinite(dq).all()
 
 
+@versions
 def test_opcheck_registered_op():
     q, k, v, bias, mask = make_inputs(2, 2, 49, 16, True, 2, torch.float32)
     args = [t.detach().clone().requires_grad_() for t in (q, k, v, bias)]
     torch.library.opcheck(torch.ops.fastswin.window_attention_triton.default, (*args, mask, None, SCALE))
 
 
+@versions
 def test_torch_compile_traces_the_op_fullgraph_without_recompiles():
     torch._dynamo.reset()
     mask = make_inputs(2, 2, 49, 16, True, 2, torch.float32)[4]
@@ -227,6 +242,7 @@ def test_torch_compile_traces_the_op_fullgraph_without_recompiles():
             torch.testing.assert_close(a.grad, b.grad)
 
 
+@versions
 def test_auto_backend_on_cpu_never_runs_the_interpreter(monkeypatch):
     """The interpreter runs only when forced: auto mode takes the C++ CPU kernels (or the
     reference without the extension) silently."""
@@ -236,6 +252,7 @@ def test_auto_backend_on_cpu_never_runs_the_interpreter(monkeypatch):
     torch.testing.assert_close(out, reference.window_attention(q, k, v, bias, mask, SCALE), rtol=1e-5, atol=1e-5)
 
 
+@versions
 @pytest.mark.parametrize("n, d, dtype, needle", [
     (1089, 16, torch.float32, "N = 1089"),
     (49, 2, torch.float32, "head_dim 2"),
@@ -265,6 +282,7 @@ def _bad_inputs():
     }
 
 
+@versions
 @pytest.mark.parametrize("backend", [None, "reference", "triton", "cpu"])
 @pytest.mark.parametrize("kind", list(_bad_inputs()))
 def test_bad_input_raises_value_error_in_every_backend(kind, backend):
@@ -273,6 +291,7 @@ def test_bad_input_raises_value_error_in_every_backend(kind, backend):
         window_attention(*args, backend=backend)
 
 
+@versions
 def test_without_triton_the_reference_backend_still_runs():
     """Triton is optional: without it fastswin imports, auto mode runs the reference and
     a forced Triton backend says why it cannot run."""
@@ -293,6 +312,7 @@ def test_without_triton_the_reference_backend_still_runs():
     assert done.returncode == 0, done.stderr
 
 
+@versions
 @pytest.mark.parametrize("cosine", [False, True], ids=["v1", "v2"])
 def test_reference_takes_a_wider_bias_than_q(cosine):
     """fp16 q, k, v with fp32 bias and mask (autocast's mix) run on the reference backend

@@ -3,7 +3,7 @@ semantics), forward and backward, through every backend that can run here."""
 import pytest
 import torch
 
-from helpers import FLOAT_DTYPES, random_tensor
+from helpers import FLOAT_DTYPES, random_tensor, versions
 from fastswin import BackendError, ops, reference
 from fastswin._extension import HAS_C
 
@@ -42,6 +42,7 @@ def strided_views(x):
             "offset-slice": padded[:, 1:, 1:, 1:]}
 
 
+@versions
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=str)
 def test_partition_and_reverse_match_reference(case, dtype, device, poisoned_outputs):
@@ -56,6 +57,7 @@ def test_partition_and_reverse_match_reference(case, dtype, device, poisoned_out
         assert torch.equal(back, reference.window_reverse(expected, window, H, W, shift)), backend
 
 
+@versions
 @pytest.mark.parametrize("case", CASES, ids=CASE_IDS)
 def test_gradients_match_reference(case, device, poisoned_outputs):
     B, H, W, C, window, shift = case
@@ -109,6 +111,7 @@ def test_int_and_pair_arguments_agree(device):
     assert torch.equal(ops.window_partition(x, 3, 1), ops.window_partition(x, (3, 3), (1, 1)))
 
 
+@versions
 @pytest.mark.parametrize("call, message", [
     (lambda x: ops.window_partition(x[0], 7), "must be \\(B, H, W, C\\)"),
     (lambda x: ops.window_partition(x, 0), "window_size must be positive"),

@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from helpers import FLOAT_DTYPES, random_tensor
+from helpers import FLOAT_DTYPES, random_tensor, versions
 from fastswin import ops, reference
 from fastswin._extension import HAS_C
 
@@ -96,6 +96,7 @@ def test_many_windows(device):
         assert torch.equal(ops.window_reverse_3d(windows, 1, (1, 2, 2), backend=backend), x), backend
 
 
+@versions
 @pytest.mark.skipif(not HAS_C, reason="the compiled ops need the extension")
 def test_opcheck(device):
     x = random_tensor((2, 3, 7, 9, 4), torch.float32, device, generator_seed=8)
@@ -104,6 +105,7 @@ def test_opcheck(device):
     torch.library.opcheck(torch.ops.fastswin.window_reverse_3d.default, (windows, [2, 3, 4], [3, 7, 9], [1, 1, 2]))
 
 
+@versions
 @pytest.mark.parametrize("call, message", [
     (lambda x: ops.window_partition_3d(x[0], 7), "must be \\(B, T, H, W, C\\)"),
     (lambda x: ops.window_partition_3d(x, (7, 7)), "int or 3 ints"),
@@ -120,6 +122,7 @@ def test_bad_input_raises(call, message):
         call(x)
 
 
+@versions
 @pytest.mark.skipif(not HAS_C, reason="the compiled ops need the extension")
 def test_compile_fullgraph(device):
     torch._dynamo.reset()
