@@ -46,6 +46,7 @@ def spawn_gloo_workers(worker, tmp_path, nprocs, *args):
                 raise
             warnings.warn(f"a gloo worker died by {error.signal_name}; running the workers again")
 
+
 # What the second stack of CI (torch 2.11 + Triton 3.6, the GPU machine's versions) runs:
 # tests, or parameters (pytest.param(..., marks=versions)), of what can differ between
 # versions. conftest.py registers the marker.
