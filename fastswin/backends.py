@@ -22,6 +22,10 @@ logger = logging.getLogger("fastswin")
 # A check returns None if the backend can run, else why it cannot.
 Check = Callable[[], Optional[str]]
 
+# Set by fastswin.stand_in_driver.install(): forced Triton calls on CPU and meta tensors
+# run Triton's launch path against a driver that launches nothing (host-time measurements).
+STAND_IN_DRIVER = False
+
 
 class BackendError(RuntimeError):
     """A forced backend cannot run the given inputs."""
@@ -68,13 +72,14 @@ def triton_reason(device, forced: bool, dtype: Optional[torch.dtype] = None) -> 
     CUDA tensors need a working Triton. CPU tensors run only in the Triton
     interpreter (TRITON_INTERPRET=1), and only when the Triton backend is
     forced: it is how CI tests the kernels, never a fast path. The interpreter
-    computes bf16 wrongly, so it refuses bf16.
+    computes bf16 wrongly, so it refuses bf16. Under a stand-in driver
+    (STAND_IN_DRIVER) forced calls on CPU and meta tensors launch nothing, for host time.
     """
     try:
         import triton  # noqa: F401
     except ImportError:
         return "triton is not installed"
-    if device.type == "cuda":
+    if device.type == "cuda" or (device.type in ("cpu", "meta") and forced and STAND_IN_DRIVER):
         return None
     if device.type == "cpu" and forced and os.environ.get("TRITON_INTERPRET") == "1":
         if dtype == torch.bfloat16:

@@ -3,6 +3,7 @@
   fastswin info                 versions, devices, compiled parts, backends
   fastswin bench [--quick|--full] op and model benchmarks against eager PyTorch, SDPA, FlexAttention,
                                 torch.compile, timm
+  fastswin bench --host         host time of the fused calls and of a patched Swin-T step (no GPU needed)
   fastswin check                correctness self-test of every backend; non-zero exit on a mismatch
   fastswin profile --out DIR    torch.profiler run of a patched model; top kernels and a trace
   fastswin compile-report       per-kernel resources for sm_80/sm_90 without a GPU; non-zero exit on spills
@@ -109,7 +110,18 @@ def _format_table(rows) -> str:
     return "\n".join(lines)
 
 
+def cmd_bench_host(args) -> int:
+    from fastswin import bench_host
+
+    print("fastswin bench --host: host time per call, kernels stubbed (Triton's launch path on a stand-in "
+          "driver; see fastswin/bench_host.py)", flush=True)
+    print(bench_host.format_rows(bench_host.run(models=not args.quick)))
+    return 0
+
+
 def cmd_bench(args) -> int:
+    if args.host:
+        return cmd_bench_host(args)
     from fastswin import bench_run
     from fastswin.bench_plan import make_plan
 
@@ -162,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--only", help="sections to run, comma-separated: process, attention, image, models")
     bench.add_argument("--out", help="directory for results.json, speedup.png and throughput.png")
     bench.add_argument("--no-progress", action="store_true", help="a line per case instead of a progress bar")
+    bench.add_argument("--host", action="store_true", help="host time of each call with the kernels stubbed: "
+                                                           "Triton's launch path on a stand-in driver, no GPU needed "
+                                                           "(--quick: the ops only)")
     bench.set_defaults(run=cmd_bench)
     check = sub.add_parser("check", help="correctness self-test of every backend against the reference")
     check.add_argument("--device", help="cpu or cuda (default: cuda when present)")

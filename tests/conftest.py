@@ -27,6 +27,15 @@ def device(request):
     return torch.device(request.param)
 
 
+@pytest.fixture(autouse=True)
+def fresh_calls():
+    """Each test chooses its backends anew: the calls the ops keep per signature (made
+    after their checks and choice) are forgotten, as a test may change what a choice reads."""
+    from fastswin.ops.attention.functions import clear_calls
+
+    clear_calls()
+
+
 @pytest.fixture
 def fastswin_path_on_cpu(monkeypatch):
     """Auto mode keeps a patched model's library forward on CPU inputs that need gradients

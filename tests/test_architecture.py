@@ -18,16 +18,18 @@ LAYERS = [
                              "fastswin.optional")),
     *((name, 1) for name in KERNELS),
     *((name, 2) for name in ("fastswin.ops.attention.policy", "fastswin.ops.attention.launch",
-                             "fastswin.ops.attention.aot_specs")),
-    ("fastswin.ops.attention.custom_ops", 3), ("fastswin.ops.window_process", 3),
+                             "fastswin.ops.attention.aot_specs", "fastswin.ops.attention.maps",
+                             "fastswin.ops.launcher")),
+    *((name, 3) for name in ("fastswin.ops.attention.custom_ops", "fastswin.ops.attention.cpu_ops",
+                             "fastswin.ops.attention.eager", "fastswin.ops.window_process")),
     ("fastswin.ops.attention.checks", 4), ("fastswin.ops.attention.functions", 4), ("fastswin.ops.attention", 4),
     ("fastswin.ops", 4),
     ("fastswin.nn", 5),
     ("fastswin.models", 6), ("fastswin.integrations", 6),
     *((name, 7) for name in ("fastswin.cli", "fastswin.__main__", "fastswin.benchmark", "fastswin.bench_baselines",
                              "fastswin.bench_plan", "fastswin.bench_run", "fastswin.selfcheck", "fastswin.profile",
-                             "fastswin.info", "fastswin.plots",
-                             "fastswin.compile_report")),
+                             "fastswin.info", "fastswin.plots", "fastswin.compile_report",
+                             "fastswin.bench_host", "fastswin.stand_in_driver")),
     ("fastswin", 7),  # the package itself: its top-level API, for the tools
 ]
 

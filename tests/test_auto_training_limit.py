@@ -72,11 +72,11 @@ def test_cpu_auto_training_picks_the_kernels_where_they_are_faster(monkeypatch, 
     windows; on a map that is one unshifted window (Swin-T's stage 4: checks.CPU_PLAIN_MAP)
     and in bf16 (checks.CPU_TRAINING_LIMIT) the reference. Without gradients, the kernels."""
     from fastswin._extension import HAS_C
-    from fastswin.ops.attention import functions
+    from fastswin.ops.attention import eager
 
     calls = []
-    kernel = functions.cpu_image_attention_op
-    monkeypatch.setattr(functions, "cpu_image_attention_op", lambda *args: calls.append(1) or kernel(*args))
+    kernel = eager.cpu_image_attention_op
+    monkeypatch.setattr(eager, "cpu_image_attention_op", lambda *args: calls.append(1) or kernel(*args))
     qkv = torch.randn(1, size, size, 3 * 16, dtype=dtype)
     bias = torch.randn(2, 49, 49, requires_grad=True)
     ops.shifted_window_attention(qkv, 2, 7, 3, bias, backend="auto").sum().backward()
@@ -100,11 +100,11 @@ def test_cpu_auto_runs_unshifted_maps_on_the_reference_where_it_is_faster(monkey
     kernels measured slower (checks.CPU_PLAIN_MAP), window (4, 4, 8) or (4, 4, 4); the
     result is the reference's either way."""
     from fastswin._extension import HAS_C
-    from fastswin.ops.attention import functions
+    from fastswin.ops.attention import eager
 
     calls = []
-    kernel = functions.cpu_image_attention_op
-    monkeypatch.setattr(functions, "cpu_image_attention_op", lambda *args: calls.append(1) or kernel(*args))
+    kernel = eager.cpu_image_attention_op
+    monkeypatch.setattr(eager, "cpu_image_attention_op", lambda *args: calls.append(1) or kernel(*args))
     window = (4, 4, 4) if size == (4, 4, 4) else (4, 4, 8)
     n = window[0] * window[1] * window[2]
     qkv = torch.randn(1, *size, 3 * 16, dtype=torch.float64)

@@ -9,7 +9,7 @@ import torch
 
 from fastswin import reference
 from fastswin.ops import cosine_window_attention, window_attention
-from fastswin.ops.attention import functions
+from fastswin.ops.attention import eager
 from helpers import random_tensor, versions
 
 _C = pytest.importorskip("fastswin._C", reason="the C++ extension is not built")
@@ -134,8 +134,8 @@ def test_auto_mode_on_cpu_trains_through_the_kernels_in_fp32_only(v2, dtype, tra
     """Auto picks the fused kernels for inference, and with gradients in fp32 / fp64 only
     (bf16 / fp16: the reference, checks.CPU_TRAINING_LIMIT), as for the image layout."""
     calls = []
-    kernel = functions._WINDOW_OPS["cpu"]
-    monkeypatch.setitem(functions._WINDOW_OPS, "cpu", lambda *args: calls.append(1) or kernel(*args))
+    kernel = eager.cpu_window_attention_op
+    monkeypatch.setattr(eager, "cpu_window_attention_op", lambda *args: calls.append(1) or kernel(*args))
     packed, bias, mask, logit_scale = _inputs(CASES[0], dtype)
     with torch.no_grad():
         out = _attention(v2, packed, bias, mask, logit_scale, None)

@@ -10,6 +10,7 @@ from triton.runtime.jit import native_specialize_impl
 from helpers import compiled_only, versions
 from fastswin.ops.attention import launch
 from fastswin.ops.attention.launch import ImageLayout, window_attention_backward, window_attention_forward
+from fastswin.ops.launcher import KernelLaunch
 
 pytestmark = versions  # helpers.py
 
@@ -41,8 +42,8 @@ def launch_keys(monkeypatch, batch: int, timm_order: bool, height: int = 56, wid
     """Specialization keys of the forward and backward launches of a Swin-T stage-1
     block (7x7 windows, shift 3, head_dim 16 here) at batch, without running them."""
     keys = []
-    monkeypatch.setattr(launch, "_launch",
-                        lambda kernel, grid, args, options, device: keys.append(specialization_key(kernel, args)))
+    monkeypatch.setattr(KernelLaunch, "__call__",
+                        lambda self, tensors: keys.append(specialization_key(self.kernel, self.arguments(tensors))))
     heads, d = 3, 16
     qkv = torch.empty(batch, height, width, 3 * heads * d, dtype=torch.float16)
     q, k, v = qkv.reshape(batch, height * width, 3, heads, d).permute(2, 0, 3, 1, 4)

@@ -46,3 +46,19 @@ if HAS_C:
               window_attention_autograd)
     _register("shifted_window_attention_cpu", image_attention_fake, image_attention_backward_fake,
               image_attention_autograd)
+
+
+def cpu_window_attention_backward_op(grad_out, q, k, v, out, lse, bias, mask, logit_scale, scale: float,
+                                     bias_grad: bool, scale_grad: bool):
+    """(dq, dk, dv, dbias, dlogit_scale) of the CPU kernel, as window_attention_backward_op's."""
+    return torch.ops.fastswin.window_attention_cpu_backward(grad_out, q, k, v, out, lse, bias, mask, logit_scale,
+                                                            scale, bias_grad, scale_grad)
+
+
+def cpu_image_attention_backward_op(grad_out, qkv, out, lse, bias, logit_scale, qkv_bias, num_heads: int,
+                                    window_size: List[int], shift_size: List[int], timm_order: bool, bias_grad: bool,
+                                    scale_grad: bool, fill_grad: bool):
+    """(dqkv, dbias, dlogit_scale, dqkv_bias) of the CPU kernel, as image_attention_backward_op's."""
+    return torch.ops.fastswin.shifted_window_attention_cpu_backward(
+        grad_out, qkv, out, lse, bias, logit_scale, qkv_bias, num_heads, window_size, shift_size, timm_order,
+        bias_grad, scale_grad, fill_grad)

@@ -11,12 +11,12 @@ that torch.compile traces through them, and autograd:
 A custom op cannot return None: empty tensors stand for the gradients not asked for.
 """
 import math
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
-from fastswin import reference
-from fastswin.ops.attention.launch import ImageLayout, bshd_empty, window_attention_backward, window_attention_forward
+from fastswin.ops.attention.launch import bshd_empty, window_attention_backward, window_attention_forward
+from fastswin.ops.attention.maps import folded, head_scale, heads_view, image_layout, map_windows, qkv_views
 from fastswin.ops.attention.policy import accumulator
 
 
@@ -91,56 +91,21 @@ window_attention_op.register_autograd(_window_backward, setup_context=_window_se
 # ----------------------------------------------------------------------------- image layout
 
 
-def _qkv_views(qkv: torch.Tensor, num_heads: int):
-    """q, k, v of a (B, *S, 3C) map as (B, heads, prod(S), d) views (a copy only if the
-    spatial dims cannot be merged)."""
-    B, C3 = qkv.shape[0], qkv.shape[-1]
-    return qkv.reshape(B, -1, 3, num_heads, C3 // (3 * num_heads)).permute(2, 0, 3, 1, 4)
-
-
-def _heads_view(x: torch.Tensor, num_heads: int) -> torch.Tensor:
-    """A (B, *S, C) map as a (B, heads, prod(S), d) view."""
-    B, C = x.shape[0], x.shape[-1]
-    return x.reshape(B, -1, num_heads, C // num_heads).transpose(1, 2)
-
-
-def _folded(maps: Sequence[torch.Tensor], window_size, shift_size):
-    """(maps, window, shift) as the kernels take them: video maps whose windows have
-    depth 1 (so no shift in time) are 2D maps of B * T images, with their windows in the
-    same order."""
-    if len(window_size) == 3 and window_size[0] == 1:
-        return [x.flatten(0, 1) for x in maps], tuple(window_size[1:]), tuple(shift_size[1:])
-    return list(maps), tuple(window_size), tuple(shift_size)
-
-
-def _image_layout(qkv, window_size, shift_size, timm_order, qkv_bias) -> ImageLayout:
-    return ImageLayout(tuple(qkv.shape[1:-1]), window_size, shift_size, timm_order, qkv_bias)
-
-
-def _scale(qkv: torch.Tensor, num_heads: int) -> float:
-    return (qkv.shape[-1] // (3 * num_heads)) ** -0.5
-
-
-def _windows(qkv: torch.Tensor, window_size) -> int:
-    padded = reference.padded_sizes(qkv.shape[1:-1], window_size)
-    return qkv.shape[0] * math.prod(p // w for p, w in zip(padded, window_size))
-
-
 @torch.library.custom_op("fastswin::shifted_window_attention_triton", mutates_args=())
 def image_attention_op(qkv: torch.Tensor, bias: Optional[torch.Tensor], logit_scale: Optional[torch.Tensor],
                        qkv_bias: Optional[torch.Tensor], num_heads: int, window_size: List[int],
                        shift_size: List[int], timm_order: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    (folded,), window, shift = _folded([qkv], window_size, shift_size)
-    q, k, v = _qkv_views(folded, num_heads)
-    out, lse = window_attention_forward(q, k, v, bias, None, _scale(qkv, num_heads), logit_scale,
-                                        image=_image_layout(folded, window, shift, timm_order, qkv_bias))
+    (flat,), window, shift = folded([qkv], window_size, shift_size)
+    q, k, v = qkv_views(flat, num_heads)
+    out, lse = window_attention_forward(q, k, v, bias, None, head_scale(qkv, num_heads), logit_scale,
+                                        image=image_layout(flat, window, shift, timm_order, qkv_bias))
     return out.transpose(1, 2).reshape(*qkv.shape[:-1], qkv.shape[-1] // 3), lse
 
 
 def image_attention_fake(qkv, bias, logit_scale, qkv_bias, num_heads, window_size, shift_size, timm_order):
     """What an image-layout attention op returns (every backend's): out and lse."""
     return (qkv.new_empty(*qkv.shape[:-1], qkv.shape[-1] // 3),
-            qkv.new_empty(_windows(qkv, window_size), num_heads, math.prod(window_size),
+            qkv.new_empty(map_windows(qkv, window_size), num_heads, math.prod(window_size),
                           dtype=accumulator(qkv.dtype)))
 
 
@@ -153,14 +118,14 @@ def image_attention_backward_op(grad_out: torch.Tensor, qkv: torch.Tensor, out: 
                                 qkv_bias: Optional[torch.Tensor], num_heads: int, window_size: List[int],
                                 shift_size: List[int], timm_order: bool, bias_grad: bool, scale_grad: bool,
                                 fill_grad: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    (folded, grad_out, out), window, shift = _folded([qkv, grad_out, out], window_size, shift_size)
-    q, k, v = _qkv_views(folded, num_heads)
-    dqkv = torch.empty_like(folded, memory_format=torch.contiguous_format)
+    (flat, grad_out, out), window, shift = folded([qkv, grad_out, out], window_size, shift_size)
+    q, k, v = qkv_views(flat, num_heads)
+    dqkv = torch.empty_like(flat, memory_format=torch.contiguous_format)
     grads = window_attention_backward(
-        _heads_view(grad_out, num_heads), q, k, v, _heads_view(out, num_heads), lse, bias, None,
-        _scale(qkv, num_heads), bias_grad, logit_scale=logit_scale, logit_scale_grad=scale_grad,
-        image=_image_layout(folded, window, shift, timm_order, qkv_bias), fill_grad=fill_grad,
-        grads=tuple(_qkv_views(dqkv, num_heads)))
+        heads_view(grad_out, num_heads), q, k, v, heads_view(out, num_heads), lse, bias, None,
+        head_scale(qkv, num_heads), bias_grad, logit_scale=logit_scale, logit_scale_grad=scale_grad,
+        image=image_layout(flat, window, shift, timm_order, qkv_bias), fill_grad=fill_grad,
+        grads=tuple(qkv_views(dqkv, num_heads)))
     dbias, dfill = grads[3], grads[-1]
     dscale = grads[4] if logit_scale is not None else None
     return tuple(x if x is not None else qkv.new_empty(0)
@@ -195,7 +160,8 @@ def image_attention_autograd(backward_op):
         dqkv, dbias, dscale, dfill = backward_op(
             grad_out, qkv, out, lse, bias, logit_scale, qkv_bias, ctx.num_heads, ctx.window_size, ctx.shift_size,
             ctx.timm_order, *wanted)
-        dbias, dscale, dfill = (g if w else None for g, w in zip((dbias, dscale, dfill), wanted))
+        # An empty d(fill): no padded token reads the fill (its gradient is zero).
+        dbias, dscale, dfill = (g if w and g.numel() else None for g, w in zip((dbias, dscale, dfill), wanted))
         return dqkv, dbias, dscale, dfill, None, None, None, None
 
     return backward, setup_context

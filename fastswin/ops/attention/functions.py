@@ -1,26 +1,31 @@
 """The public attention functions, each choosing its backend: `window_attention` and
 `cosine_window_attention` on windows, `shifted_window_attention` on the image layout.
 
-Backends: "triton", the fused kernels (through the registered ops, custom_ops.py);
-"cpu", the fused C++ CPU kernels (cpu_ops.py); for shifted_window_attention also
+Backends: "triton", the fused kernels; "cpu", the fused C++ CPU kernels (cpu_ops.py);
+both through the registered ops (custom_ops.py) under torch.compile, and in eager mode
+through a call object made once per call signature (eager.py), which runs the same
+launchers and kernels with less host time; for shifted_window_attention also
 "cuda", fastswin's window partition / reverse kernels composed with the window
 attention (the fallback where the Triton kernels cannot run on a GPU); and
 "reference", the pure PyTorch ops of fastswin.reference.
 """
 import functools
 import math
-from typing import Optional, Tuple
+import os
+from typing import Callable, Optional, Tuple
 
 import torch
 
 from fastswin import reference
 from fastswin._extension import compiled_backend_reason
+from fastswin import backends
 from fastswin.backends import requested_backend, select_backend
 from fastswin.ops.arguments import IntPair, as_sizes
 from fastswin.ops.attention.checks import (PlainMap, check_logit_scale, check_map, check_windows, cpu_kernels_reason,
                                            map_dims, map_triton_reason, needs_grad, windows_triton_reason)
 from fastswin.ops.attention.cpu_ops import cpu_image_attention_op, cpu_window_attention_op
 from fastswin.ops.attention.custom_ops import image_attention_op, window_attention_op
+from fastswin.ops.attention.eager import ImageCall, WindowCall
 from fastswin.ops.window_process import window_partition, window_partition_3d, window_reverse, window_reverse_3d
 
 
@@ -56,12 +61,13 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Op
     torch.use_deterministic_algorithms(True) (and whenever a window spans several
     tiles, see tile_config), sums per-group partials in a fixed order.
     """
-    check_windows(q, k, v, bias, mask)
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    name = select_backend("window_attention", backend, _window_backends(q, backend, needs_grad(q, k, v, bias)))
-    if name == "reference":
-        return reference.window_attention(q, k, v, _as_dtype(bias, q.dtype), _as_dtype(mask, q.dtype), scale)
-    return _WINDOW_OPS[name](q, k, v, bias, mask, None, scale)[0]
+    key = _signature("window_attention", q, k, v, bias, mask, None, scale, backend)
+    call = _CALLS.get(key) if key is not None else None  # (under torch.compile, no lookup to guard on)
+    if call is None:
+        check_windows(q, k, v, bias, mask)
+        scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+        call = _remember(key, _window_call(q, k, v, bias, mask, None, scale, backend))
+    return call(q, k, v, bias, mask, None)
 
 
 def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, logit_scale: torch.Tensor,
@@ -94,18 +100,82 @@ def cosine_window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, l
     torch.use_deterministic_algorithms(True), sums per-program partials in a fixed
     order.
     """
-    check_windows(q, k, v, bias, mask, "cosine_window_attention")
-    check_logit_scale(logit_scale, q)
-    name = select_backend("cosine_window_attention", backend,
-                          _window_backends(q, backend, needs_grad(q, k, v, logit_scale, bias)))
+    key = _signature("cosine_window_attention", q, k, v, bias, mask, logit_scale, None, backend)
+    call = _CALLS.get(key) if key is not None else None  # (under torch.compile, no lookup to guard on)
+    if call is None:
+        check_windows(q, k, v, bias, mask, "cosine_window_attention")
+        check_logit_scale(logit_scale, q)
+        call = _remember(key, _window_call(q, k, v, bias, mask, logit_scale, 1.0, backend))
+    return call(q, k, v, bias, mask, logit_scale)
+
+
+# ----------------------------------------------------------------------------- calls per signature
+
+# The call each signature of the eager ops runs (eager.py; a closure over the reference
+# elsewhere): made once, after the checks and the backend choice, so that a repeated call
+# only looks up its signature. Under torch.compile nothing is kept (dynamo traces the
+# choice and the registered ops).
+_CALLS: dict = {}
+MAX_CALLS = 1024
+
+
+def _signature(op: str, *args) -> Optional[tuple]:
+    """What a call's checks, backend choice and launch plans depend on: its tensors'
+    shapes, strides, dtypes, devices and whether they require gradients, its other
+    arguments with their types (True is not 1 there, nor 7.0 7), and the state they read
+    (grad mode, $FASTSWIN_BACKEND, TF32, a stand-in driver). None under torch.compile
+    and for arguments other than tensors, None, scalars and tuples of ints (no call is
+    kept: they take the checks every time)."""
+    if torch.compiler.is_compiling():
+        return None
+    key = [op, torch.is_grad_enabled(), os.environ.get(backends.ENV_VAR), torch.backends.cuda.matmul.allow_tf32,
+           backends.STAND_IN_DRIVER]
+    for a in args:
+        kind = type(a)
+        if kind in _TENSORS:
+            key.append((a.shape, a.stride(), a.dtype, a.device, a.requires_grad))
+        elif kind in _SCALARS:
+            key.append((kind, a))
+        elif kind is tuple and all(type(x) is int for x in a):
+            key.append(a)
+        else:
+            return None
+    return tuple(key)
+
+
+_TENSORS = (torch.Tensor, torch.nn.Parameter)  # (subclasses take the checks every time)
+_SCALARS = (int, float, bool, str, type(None))
+
+
+def _remember(key: Optional[tuple], call: Callable) -> Callable:
+    if key is not None and not torch.compiler.is_compiling():
+        if len(_CALLS) >= MAX_CALLS:
+            _CALLS.clear()
+        _CALLS[key] = call
+    return call
+
+
+def clear_calls() -> None:
+    """Forget the calls kept per signature (tests that change what a choice reads)."""
+    _CALLS.clear()
+
+
+def _window_call(q, k, v, bias, mask, logit_scale, scale: float, backend: Optional[str]) -> Callable:
+    """The call of the window-layout op for inputs like these (checked), by its backend:
+    call(q, k, v, bias, mask, logit_scale) -> (B_, heads, N, d)."""
+    op = "window_attention" if logit_scale is None else "cosine_window_attention"
+    training = needs_grad(q, k, v, bias, logit_scale)
+    name = select_backend(op, backend, _window_backends(q, backend, training))
     if name == "reference":
-        return reference.cosine_window_attention(q, k, v, logit_scale.to(q.dtype), _as_dtype(bias, q.dtype),
-                                                 _as_dtype(mask, q.dtype))
-    return _WINDOW_OPS[name](q, k, v, bias, mask, logit_scale, 1.0)[0]
-
-
-# The window-layout ops of the fused backends (the same signature).
-_WINDOW_OPS = {"triton": window_attention_op, "cpu": cpu_window_attention_op}
+        if logit_scale is None:
+            return lambda q, k, v, bias, mask, _: reference.window_attention(
+                q, k, v, _as_dtype(bias, q.dtype), _as_dtype(mask, q.dtype), scale)
+        return lambda q, k, v, bias, mask, logit_scale: reference.cosine_window_attention(
+            q, k, v, logit_scale.to(q.dtype), _as_dtype(bias, q.dtype), _as_dtype(mask, q.dtype))
+    if torch.compiler.is_compiling():
+        fused = window_attention_op if name == "triton" else cpu_window_attention_op
+        return lambda q, k, v, bias, mask, logit_scale: fused(q, k, v, bias, mask, logit_scale, scale)[0]
+    return WindowCall(name, q, k, v, bias, mask, logit_scale, scale, training)
 
 
 def _window_backends(q: torch.Tensor, backend: Optional[str], training: bool):
@@ -213,28 +283,49 @@ def shifted_window_attention(qkv: torch.Tensor, num_heads: int, window_size: Int
         (B, [T,] H, W, C): the attention output at the original positions, before the
         output projection.
     """
+    key = _signature("shifted_window_attention", qkv, num_heads, window_size, shift_size, bias, logit_scale,
+                     qkv_bias, order, always_shift, backend)
+    call = _CALLS.get(key) if key is not None else None  # (under torch.compile, no lookup to guard on)
+    if call is None:
+        call = _remember(key, _map_call(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order,
+                                        always_shift, backend))
+    return call(qkv, bias, logit_scale, qkv_bias)
+
+
+def _map_call(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order, always_shift,
+              backend) -> Callable:
+    """The call of shifted_window_attention for inputs like these (checked here), by its
+    backend: call(qkv, bias, logit_scale, qkv_bias) -> (B, [T,] H, W, C)."""
     dims = map_dims(qkv)
     window_size, shift_size = as_sizes(window_size, dims, "window_size"), as_sizes(shift_size, dims, "shift_size")
     check_map(qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order)
-    if qkv.numel() == 0:  # an empty map attends to nothing: the reference's empty result
+
+    def on_reference(qkv, bias, logit_scale, qkv_bias):
         return reference.shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale,
                                                   qkv_bias, order, always_shift)
+
+    if qkv.numel() == 0:  # an empty map attends to nothing: the reference's empty result
+        return on_reference
     sizes = tuple(qkv.shape[1:-1])
     shift = shift_size if always_shift else reference.effective_shifts(sizes, window_size, shift_size)
+    training = needs_grad(qkv, bias, logit_scale, qkv_bias)
     chosen = select_backend("shifted_window_attention", backend,
                             _map_backends(num_heads, qkv.shape[-1] // (3 * num_heads), window_size, qkv.dtype,
-                                          qkv.device, backend, needs_grad(qkv, bias, logit_scale, qkv_bias),
+                                          qkv.device, backend, training,
                                           plain_map(sizes, window_size, shift, always_shift=True)))
     if chosen in ("triton", "cpu"):
-        fused = image_attention_op if chosen == "triton" else cpu_image_attention_op
         # bias and qkv_bias are read in their own dtype (fp32 parameters under autocast keep
         # their precision) and their gradients come back in it.
-        return fused(qkv, bias, logit_scale, qkv_bias, num_heads, list(window_size), list(shift), order == "timm")[0]
+        if not torch.compiler.is_compiling():
+            return ImageCall(chosen, qkv, bias, logit_scale, qkv_bias, num_heads, window_size, shift,
+                             order == "timm", training)
+        fused = image_attention_op if chosen == "triton" else cpu_image_attention_op
+        return lambda qkv, bias, logit_scale, qkv_bias: fused(qkv, bias, logit_scale, qkv_bias, num_heads,
+                                                              list(window_size), list(shift), order == "timm")[0]
     if chosen == "reference":
-        return reference.shifted_window_attention(qkv, num_heads, window_size, shift_size, bias, logit_scale,
-                                                  qkv_bias, order, always_shift)
+        return on_reference
     partition, reverse = _window_kernels(dims, chosen)
-    return reference.compose_shifted_window_attention(
+    return lambda qkv, bias, logit_scale, qkv_bias: reference.compose_shifted_window_attention(
         qkv, num_heads, window_size, shift_size, bias, logit_scale, qkv_bias, order, partition, reverse,
         # cuda names the partition kernels; the attention between them picks its own
         # (auto, not $FASTSWIN_BACKEND, which may name a backend that has no attention).
