@@ -157,3 +157,15 @@ def test_an_unknown_triton_launches_through_the_jit_entry():
     for case, result in _child("--no-direct").items():
         first, second = result["calls"]
         assert result["jit"] == [len(first), len(second)] and second == first, case
+
+
+def test_addresses_are_those_of_the_views():
+    """The image layout passes compiled kernels the addresses of qkv's k and v channels
+    (launcher.Address) where the interpreter takes the views themselves: the same."""
+    from fastswin.ops.attention.eager import _parts
+
+    for dtype in (torch.float16, torch.float32):
+        qkv = torch.randn(2, 5, 7, 3 * 24, dtype=dtype)[:, :, 1:]  # strided (unit last stride, as the op makes it)
+        views, addresses = _parts(qkv, 24, views=True), _parts(qkv, 24, views=False)
+        assert [t.data_ptr() for t in views] == [a.data_ptr() for a in addresses]
+        assert all(a.dtype == dtype for a in addresses)

@@ -43,6 +43,8 @@ class KernelLaunch:
             raise TypeError(f"{kernel.__name__}: arguments missing {sorted(missing)}, unknown {sorted(unknown)}")
         self.kernel, self.grid, self.options, self.device = kernel, tuple(grid) + (1,) * (3 - len(grid)), options, device
         self.guarded = device.type == "cuda"
+        # The interpreter reads tensors' storage: it takes tensors, not addresses (Address).
+        self.interpreted = not hasattr(kernel, "device_caches")
         self.args = [None if _is_tensor(args[name]) else args[name] for name in names]
         self.tensors = tuple((i, name) for i, name in enumerate(names) if _is_tensor(args[name]))
         # A compiled kernel's launcher per pointer alignment (Triton specializes on it).
@@ -78,10 +80,23 @@ class KernelLaunch:
 
 
 def _hooks_idle() -> bool:
-    """No launch hook is installed (a profiler's): the direct call passes none."""
+    """No launch hook is installed (a profiler's): the direct call passes none. (Triton
+    3.6's hooks are None or a function, 3.8's a chain of calls.)"""
     runtime = triton.knobs.runtime
-    return all(hook is None or not getattr(hook, "calls", True)
-               for hook in (runtime.launch_enter_hook, runtime.launch_exit_hook))
+    enter, leave = runtime.launch_enter_hook, runtime.launch_exit_hook
+    return (enter is None or not getattr(enter, "calls", True)) and (leave is None or not getattr(leave, "calls", True))
+
+
+class Address:
+    """A pointer argument at a byte offset into a tensor: what a view there would pass to a
+    compiled kernel (its address and dtype), without making the view."""
+    __slots__ = ("base", "offset", "dtype")
+
+    def __init__(self, base: torch.Tensor, offset: int):
+        self.base, self.offset, self.dtype = base, offset, base.dtype
+
+    def data_ptr(self) -> int:
+        return self.base.data_ptr() + self.offset
 
 
 def _direct(compiled, grid: Tuple[int, int, int], device: int) -> Optional[Callable]:

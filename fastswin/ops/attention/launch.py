@@ -295,7 +295,7 @@ def run_backward(plan: BackwardPlan, grad_out: torch.Tensor, q: torch.Tensor, k:
     dscale = _slot_buffer(plan.dscale, plan.atomic, q, acc)
     row_align, dpad = 1, lse  # without d(fill): a stand-in, never written
     if plan.padding is not None:
-        dpad = dk.new_zeros(plan.padding)
+        dpad = q.new_zeros(plan.padding)
         row_align = math.gcd(plan.row_strides, dk.data_ptr(), dv.data_ptr(), dpad.data_ptr())
     tensors = _small_operands(dict(Q=q, K=k, V=v, OUT=out, DOUT=grad_out, DQ=dq, LSE=lse,
                                    DBIAS=lse if dbias is None else dbias, DLOGIT_SCALE=lse if dscale is None else dscale),
