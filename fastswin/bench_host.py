@@ -18,7 +18,7 @@ Each time is the best of several runs of the mean over many calls (host time mov
 slowly (~2.5x in the 2026-12-04 H200 run): the ratios carry over, the microseconds do not.
 """
 import time
-from typing import Callable, List, NamedTuple, Optional
+from typing import Callable, List, NamedTuple, Optional, Tuple
 
 import torch
 
@@ -75,7 +75,13 @@ def _forward_backward(call: Callable[[], torch.Tensor], leaves: List[torch.Tenso
 
 def op_rows(calls: int = 300) -> List[HostRow]:
     """Each fused op at each Swin-T stage, forward and forward + backward."""
-    rows = []
+    return [HostRow(case, mode, best_mean_us(fn, calls)) for case, mode, fn in op_calls()]
+
+
+def op_calls() -> List[Tuple[str, str, Callable[[], None]]]:
+    """(case, mode, what is timed) of each fused op at each Swin-T stage: a forward
+    without gradients and a forward + backward (stand_in_driver installed)."""
+    calls = []
     for stage, size, channels, heads in SWIN_T_STAGES:
         shift = WINDOW // 2 if size > WINDOW else 0
         qkv, bias, fill = _leaves(torch.randn(1, size, size, 3 * channels, dtype=torch.float16),
@@ -98,10 +104,16 @@ def op_rows(calls: int = 300) -> List[HostRow]:
         for name, call, leaves in (("shifted_window_attention", image, [qkv, bias, fill]),
                                    ("window_attention", window, [q, k, v, bias])):
             case = f"{name} swin_t.s{stage}"
-            with torch.no_grad():
-                rows.append(HostRow(case, "fwd", best_mean_us(call, calls)))
-            rows.append(HostRow(case, "fwd+bwd", best_mean_us(_forward_backward(call, leaves), calls)))
-    return rows
+            calls += [(case, "fwd", _without_gradients(call)), (case, "fwd+bwd", _forward_backward(call, leaves))]
+    return calls
+
+
+def _without_gradients(call: Callable[[], torch.Tensor]) -> Callable[[], None]:
+    def forward():
+        with torch.no_grad():
+            call()
+
+    return forward
 
 
 def model_rows(calls: int = 20) -> List[HostRow]:

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from helpers import long
+from helpers import long, versions
 
 from fastswin import cli, ops
 
@@ -17,6 +17,23 @@ def test_info_entry_point():
                          text=True).stdout
     assert f"torch          {torch.__version__}" in out
     assert "backends" in out and "reference      ok" in out
+
+
+@versions
+def test_bench_host_times_every_op_on_the_stand_in_driver():
+    """fastswin bench --host --quick in a process of its own (the kernels compiled, not
+    interpreted): a row of host time per op, stage and mode."""
+    if torch.cuda.is_available():
+        pytest.skip("measured on machines without a GPU (the stand-in driver replaces the real one)")
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-m", "fastswin", "bench", "--host", "--quick"], capture_output=True,
+                            text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = [line.split() for line in result.stdout.splitlines() if line.startswith(("shifted_", "window_"))]
+    assert [(row[0], row[1], row[2]) for row in rows] == [
+        (op, f"swin_t.s{stage}", mode) for stage in (1, 2, 3, 4)
+        for op in ("shifted_window_attention", "window_attention") for mode in ("fwd", "fwd+bwd")]
+    assert all(0 < float(row[3]) < 10_000 for row in rows)  # microseconds
 
 
 def test_bench_quick_writes_results(tmp_path, capsys):

@@ -169,3 +169,20 @@ def test_addresses_are_those_of_the_views():
         views, addresses = _parts(qkv, 24, views=True), _parts(qkv, 24, views=False)
         assert [t.data_ptr() for t in views] == [a.data_ptr() for a in addresses]
         assert all(a.dtype == dtype for a in addresses)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_a_kept_call_holds_no_tensor(case, monkeypatch):
+    """The calls and plans kept per signature hold no caller's tensor (an activation kept
+    alive by a plan would be a leak the size of a step's)."""
+    import gc
+    import weakref
+
+    monkeypatch.setattr(KernelLaunch, "__call__", lambda self, tensors: None)
+    leaves, call = CASES[case]()
+    out = call()
+    out.backward(torch.ones_like(out))
+    refs = [weakref.ref(t) for t in leaves + [out]]
+    del leaves, call, out
+    gc.collect()
+    assert all(ref() is None for ref in refs)

@@ -174,9 +174,9 @@ def warn_if_unpredicted(module: nn.Module, qkv: torch.Tensor, num_heads: int, wi
     name, fused = module.__dict__.get(REPORTED_ATTR, ("", False))
     if not fused or WARNED_ATTR in module.__dict__ or torch.compiler.is_compiling():
         return
-    # Checked once per device, dtype and map size, not on every forward (calls with
+    # Checked once per device, dtype and map shape, not on every forward (calls with
     # gradients past auto's training limit run as the report said).
-    key = (qkv.device, qkv.dtype, tuple(qkv.shape[1:]), tuple(window))
+    key = (qkv.device, qkv.dtype, qkv.shape, window)
     if module.__dict__.get(CHECKED_ATTR) == key:
         return
     module.__dict__[CHECKED_ATTR] = key

@@ -14,15 +14,32 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fastswin.integrations._core import (BACKEND_ATTR, Target, class_override_problem, library_is_faster, original,
-                                         warn_if_unpredicted)
-from fastswin.nn.functional import continuous_position_bias, table_position_bias, v2_qkv_bias, window_attention_map
+from fastswin.integrations._core import (BACKEND_ATTR, PREFIX, Target, class_override_problem, library_is_faster,
+                                         original, warn_if_unpredicted)
+from fastswin.nn.functional import (continuous_position_bias, table_bias_index, table_position_bias, v2_qkv_bias,
+                                    window_attention_map)
+
+BIAS_INDEX_ATTR = PREFIX + "bias_index"  # (the attention's index buffer, its flat bias index)
 
 FALLBACKS = ["timm: training with attn_drop > 0 (attention dropout)"]
 
 
-def _v1_bias(attn: nn.Module) -> torch.Tensor:
-    return table_position_bias(attn.relative_position_bias_table, attn.relative_position_index)
+def _v1_bias(block: nn.Module) -> torch.Tensor:
+    attn = block.attn
+    return table_position_bias(attn.relative_position_bias_table, attn.relative_position_index, _bias_index(block))
+
+
+def _bias_index(block: nn.Module) -> Optional[torch.Tensor]:
+    """The block's flat bias index (nn.functional.table_bias_index), made once per index
+    buffer (a new one after .to(device)) and kept on the patched block; None under
+    torch.compile, which traces the plain gather."""
+    if torch.compiler.is_compiling():
+        return None
+    index = block.attn.relative_position_index
+    kept = block.__dict__.get(BIAS_INDEX_ATTR)
+    if kept is None or kept[0] is not index:
+        kept = block.__dict__[BIAS_INDEX_ATTR] = (index, table_bias_index(index, block.attn.num_heads))
+    return kept[1]
 
 
 def _v2_bias(attn: nn.Module) -> torch.Tensor:
@@ -33,7 +50,8 @@ def _v2_bias(attn: nn.Module) -> torch.Tensor:
 def _fused_attn(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Replaces SwinTransformerBlock._attn / SwinTransformerV2Block._attn: (B, H, W, C) -> (B, H, W, C)."""
     attn = block.attn
-    attended = (tuple(x.shape[1:3]), tuple(block.window_size), tuple(block.shift_size))
+    # (the map's geometry is read on CPU only: library_is_faster)
+    attended = (tuple(x.shape[1:3]), tuple(block.window_size), tuple(block.shift_size)) if x.is_cpu else None
     if (attn.training and attn.attn_drop.p > 0) or library_is_faster(block, x, attended):
         return original(block, "_attn")(x)
     v2 = hasattr(attn, "cpb_mlp")
@@ -41,7 +59,7 @@ def _fused_attn(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     qkv = F.linear(x, attn.qkv.weight, qkv_bias)
     warn_if_unpredicted(block, qkv, attn.num_heads, block.window_size)
     out = window_attention_map(qkv, attn.num_heads, tuple(block.window_size), tuple(block.shift_size),
-                               bias=_v2_bias(attn) if v2 else _v1_bias(attn),
+                               bias=_v2_bias(attn) if v2 else _v1_bias(block),
                                logit_scale=attn.logit_scale if v2 else None, qkv_bias=qkv_bias, order="timm",
                                backend=getattr(block, BACKEND_ATTR))
     return attn.proj_drop(attn.proj(out))

@@ -78,11 +78,23 @@ def v2_qkv_bias(q_bias: Optional[torch.Tensor], k_bias: Optional[torch.Tensor],
     return None if q_bias is None else torch.cat((q_bias, k_bias, v_bias))
 
 
-def table_position_bias(table: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+def table_position_bias(table: torch.Tensor, index: torch.Tensor,
+                        flat_index: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Swin-V1 relative-position bias: (rows, heads) table gathered by an (N, N) or (N*N,)
-    index -> (heads, N, N)."""
+    index -> (heads, N, N). flat_index: table_bias_index(index, heads), kept by the caller:
+    the bias is then gathered contiguous, as the kernels read it (else a strided view,
+    which they copy, forward and backward)."""
+    if flat_index is not None:
+        return table.reshape(-1)[flat_index]
     N = int(round(index.numel() ** 0.5))
     return table[index.reshape(-1)].view(N, N, -1).permute(2, 0, 1)
+
+
+def table_bias_index(index: torch.Tensor, heads: int) -> torch.Tensor:
+    """The (heads, N, N) index into a (rows, heads) table's flat view that gathers
+    table_position_bias in one contiguous gather."""
+    N = int(round(index.numel() ** 0.5))
+    return index.reshape(1, N, N) * heads + torch.arange(heads, device=index.device).view(heads, 1, 1)
 
 
 def continuous_position_bias(cpb_mlp: torch.nn.Module, coords_table: torch.Tensor,

@@ -13,11 +13,14 @@ The files, bottom to top (each imports only those above it in this list):
     backward_kernel.py  @jit  the backward's key pass (and everything for one-tile windows)
     query_grad_kernel.py @jit the backward's query pass for larger windows
     policy.py           tile choice, launch options, compile-time arguments, windows per program
-    launch.py           launchers: outputs allocated, kernel arguments built by name
+    launch.py           launch plans (kernel arguments built by name, ../launcher.py) and their runs
+    maps.py             the image layout's q, k, v and output views
     aot_specs.py        the kernels as launched, for ahead-of-time compile reports
-    custom_ops.py       the registered torch.library ops: fakes and autograd
+    custom_ops.py       the registered torch.library ops: fakes and autograd (torch.compile)
+    cpu_ops.py          the C++ CPU kernels' ops, sharing those fakes and autograd
+    eager.py            the eager calls: plans per call signature, plain autograd.Functions
     checks.py           input validation and the Triton backend's can-run checks
-    functions.py        the public functions and their backend choice
+    functions.py        the public functions, their backend choice, the calls kept per signature
 
 Math, for window b and head h (N tokens of d channels; nW mask windows):
 

@@ -1,7 +1,12 @@
-"""Plain launchers of the attention kernels, `window_attention_forward` and
-`window_attention_backward`, for the registered ops, tests and benchmarks: they
-allocate the outputs and build each kernel's arguments by name (kernel_args), so a
-call site cannot pass strides in the wrong order. Inputs are assumed valid (see
+"""Launch plans of the attention kernels and their runs.
+
+A plan (plan_forward, plan_backward) holds everything a call signature fixes: the
+layout, the tiles, the grid, every argument but the tensors, built by name (_strided,
+_operands), so a call site cannot pass strides in the wrong order, and the buffers the
+backward sums into. run_forward / run_backward allocate the outputs and launch a plan
+(ops/launcher.py). The eager calls (eager.py) keep their plans; the plain launchers
+`window_attention_forward` and `window_attention_backward` plan and run in one go, for
+the registered ops, tests and benchmarks. Inputs are assumed valid (see
 fastswin.ops.attention.checks).
 """
 import functools
@@ -54,12 +59,13 @@ _STRIDED = {"Q": "stride_q", "K": "stride_k", "V": "stride_v", "OUT": "stride_o"
 
 
 def _strided(**tensors: torch.Tensor) -> dict:
-    """Each (B, heads, rows, d) tensor as a pointer argument and its batch, head and row
-    strides, under the kernel's names (Q=q gives Q, stride_qb, stride_qh, stride_qn)."""
+    """Each (B, heads, rows, d) tensor as a pointer argument (TENSOR: a plan holds no
+    tensor) and its batch, head and row strides, under the kernel's names (Q=q gives Q,
+    stride_qb, stride_qh, stride_qn)."""
     args = {}
     for name, t in tensors.items():
         prefix = _STRIDED[name]
-        args[name] = t
+        args[name] = TENSOR
         args[prefix + "b"], args[prefix + "h"], args[prefix + "n"] = t.stride()[:3]
     return args
 
@@ -268,10 +274,12 @@ def plan_backward(grad_out: torch.Tensor, q: torch.Tensor, out: torch.Tensor, bi
     args = {**operands, **_strided(DK=dk, DV=dv), **key_constexprs, "windows_per_program": key_group,
             "DPAD": TENSOR, "stride_dpad_b": padding[1] * padding[2] if pad_grad else 0, "FILL_GRAD": pad_grad}
 
+    device, options = q.device, cfg.backward_launch
+
     @functools.lru_cache(maxsize=None)
     def key_pass(row_align: int) -> KernelLaunch:  # ROW_ALIGN: of the padding rows' dK, dV, dpad (run_backward)
         return KernelLaunch(window_attention_bwd_kernel, (key_groups, heads), dict(args, ROW_ALIGN=row_align),
-                            cfg.backward_launch, q.device)
+                            options, device)
 
     query_pass = scratch = None
     if query_constexprs is not None:
