@@ -9,9 +9,13 @@ cost their host time alone. Rows:
   (shifted_window_attention, the op a patched model runs) and the window layout
   (window_attention), a forward and a forward + backward;
 - a timm Swin-T inference and training step, patched against timm's own, with compute
-  made negligible: Swin-T's depths, heads, windows and 224 px maps at 12 channels a
-  stage-1 token (head_dim 4) and batch 1, on one CPU thread, so that each aten op costs
-  about its dispatch, as a GPU's host pays it, and the fused kernels nothing.
+  made small: Swin-T's depths, heads and windows at 12 channels a stage-1 token (head_dim
+  4), batch 1, one CPU thread, at 224 px (Swin-T's maps) and 112 px (a quarter of the
+  tokens), so that each aten op costs little more than its dispatch, as a GPU's host pays
+  it, and the fused kernels nothing. What compute is left (timm's roll, pad and partition
+  copies; the bias gathers both pay) weighs more at 224 px: its ratios flatter fastswin,
+  112 px's less so (before the host path was rebuilt, 112 px measured patched steps at
+  0.98x / 1.05x timm's, as the 2026-12-04 GPU run found them).
 
 Each time is the best of several runs of the mean over many calls (host time moves
 +-20% with load; compare rows of one run). GPU machines' hosts run this Python more
@@ -31,6 +35,7 @@ SWIN_T_STAGES = [(1, 56, 96, 3), (2, 28, 192, 6), (3, 14, 384, 12), (4, 7, 768, 
 WINDOW = 7
 MODEL = "swin_tiny_patch4_window7_224"
 MODEL_WIDTH = 12  # channels a stage-1 token in the model step (Swin-T's 96 / 8)
+MODEL_SIZES = (224, 112)  # px
 
 
 class HostRow(NamedTuple):
@@ -122,15 +127,16 @@ def model_rows(calls: int = 20) -> List[HostRow]:
     import fastswin
 
     timm = require("timm", "the model rows of fastswin bench --host")
-    torch.manual_seed(0)
-    library = timm.create_model(MODEL, embed_dim=MODEL_WIDTH)
-    patched = timm.create_model(MODEL, embed_dim=MODEL_WIDTH)
-    fastswin.patch(patched, backend="triton")
-    x = torch.randn(1, 3, 224, 224)
     rows = []
-    for mode in ("infer", "train"):
-        times = [best_mean_us(_model_step(model, x, mode), calls) for model in (patched, library)]
-        rows.append(HostRow(f"timm {MODEL}", mode, *times))
+    for size in MODEL_SIZES:
+        torch.manual_seed(0)
+        library = timm.create_model(MODEL, embed_dim=MODEL_WIDTH, img_size=size)
+        patched = timm.create_model(MODEL, embed_dim=MODEL_WIDTH, img_size=size)
+        fastswin.patch(patched, backend="triton")
+        x = torch.randn(1, 3, size, size)
+        for mode in ("infer", "train"):
+            times = [best_mean_us(_model_step(model, x, mode), calls) for model in (patched, library)]
+            rows.append(HostRow(f"timm swin_t, {size} px", mode, *times))
     return rows
 
 

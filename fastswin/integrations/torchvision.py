@@ -43,7 +43,8 @@ def _qkv_bias(attn: nn.Module, v2: bool) -> Optional[torch.Tensor]:
 
 def _fused_forward(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Replaces ShiftedWindowAttention(V2).forward: (B, H, W, C) -> (B, H, W, C)."""
-    attended = (tuple(x.shape[1:3]), tuple(attn.window_size), tuple(attn.shift_size))
+    # (the map's geometry is read on CPU only: library_is_faster)
+    attended = (tuple(x.shape[1:3]), tuple(attn.window_size), tuple(attn.shift_size)) if x.is_cpu else None
     if (attn.training and attn.attention_dropout > 0) or library_is_faster(attn, x, attended):
         return original(attn, "forward")(x)
     v2 = hasattr(attn, "logit_scale")
