@@ -14,7 +14,8 @@
 #      score_mod, torch.compile of the reference: a compile per case) at Swin-T stage 1 and
 #      SwinV2-T window-16 stage 1 in bf16;
 #   5. models: throughput (timm eager, timm + torch.compile, patched, patched + compile;
-#      inference and train step; Swin-T and SwinV2-T).
+#      inference and train step; Swin-T and SwinV2-T);
+#   host (named only): `fastswin bench --host`, the host time of each call on this host.
 # A session has 15 device minutes, the machine's start included: the first call (build,
 # test: at most 7.5 minutes) leaves the build and the work folder (build/gpu-validate) on
 # the machine, which the second (check, ops, models: at most 6 minutes) reuses if it comes
@@ -104,4 +105,7 @@ has ops && step ops-compiled 90 "$PY" -m fastswin bench --full --only attention,
   --stages swin_t.s1,swinv2_t_w16.s1 --out "$WORK/bench-ops-compiled"
 has models && step models 80 "$PY" -m fastswin bench --only models --batch 128 \
   --model swin_tiny_patch4_window7_224,swinv2_tiny_window16_256 --out "$WORK/bench-models"
+# Host time on this machine's host, kernels stubbed (a stand-in driver in a process of its own;
+# benchmarks/PREDICTIONS-host-time.md): not in the default steps, ~1 minute.
+has host && step host 120 "$PY" -m fastswin bench --host
 $PY benchmarks/collect_results.py "$WORK" "$OUT/gpu-validation.json"
