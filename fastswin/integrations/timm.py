@@ -19,7 +19,7 @@ from fastswin.integrations._core import (BACKEND_ATTR, PREFIX, Target, class_ove
 from fastswin.nn.functional import (continuous_position_bias, table_bias_index, table_position_bias, v2_qkv_bias,
                                     window_attention_map)
 
-BIAS_INDEX_ATTR = PREFIX + "bias_index"  # (the attention's index buffer, its flat bias index)
+BIAS_INDEX_ATTR = PREFIX + "bias_index"  # (the attention's index buffer, its version, its flat bias index)
 
 FALLBACKS = ["timm: training with attn_drop > 0 (attention dropout)"]
 
@@ -31,15 +31,19 @@ def _v1_bias(block: nn.Module) -> torch.Tensor:
 
 def _bias_index(block: nn.Module) -> Optional[torch.Tensor]:
     """The block's flat bias index (nn.functional.table_bias_index), made once per index
-    buffer (a new one after .to(device)) and kept on the patched block; None under
-    torch.compile, which traces the plain gather."""
+    buffer and its contents (a new buffer after .to(device), a new version after an
+    in-place write) and kept on the patched block; None under torch.compile, which traces
+    the plain gather."""
     if torch.compiler.is_compiling():
         return None
     index = block.attn.relative_position_index
     kept = block.__dict__.get(BIAS_INDEX_ATTR)
-    if kept is None or kept[0] is not index:
-        kept = block.__dict__[BIAS_INDEX_ATTR] = (index, table_bias_index(index, block.attn.num_heads))
-    return kept[1]
+    if kept is None or kept[0] is not index or kept[1] != index._version:
+        # A normal tensor even when first made under inference mode: backward saves it.
+        with torch.inference_mode(False):
+            flat = table_bias_index(index, block.attn.num_heads)
+        kept = block.__dict__[BIAS_INDEX_ATTR] = (index, index._version, flat)
+    return kept[2]
 
 
 def _v2_bias(attn: nn.Module) -> torch.Tensor:

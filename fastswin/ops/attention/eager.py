@@ -17,6 +17,7 @@ from fastswin.ops.attention.cpu_ops import (cpu_image_attention_backward_op, cpu
 from fastswin.ops.attention.launch import (BackwardPlan, ForwardPlan, bshd_empty, plan_backward, plan_forward,
                                            run_backward, run_forward)
 from fastswin.ops.attention.maps import folds, head_scale, heads_view, image_layout, qkv_views
+from fastswin.ops.attention.policy import tf32_matmuls
 from fastswin.ops.launcher import Address
 
 _META = torch.device("meta")
@@ -34,6 +35,18 @@ def _parts(qkv: torch.Tensor, C: int, views: bool):
         return qkv, qkv.narrow(-1, C, C), qkv.narrow(-1, 2 * C, C)
     offset = C * qkv.element_size()
     return qkv, Address(qkv, offset), Address(qkv, 2 * offset)
+
+
+def _in_place(x: torch.Tensor, fold: bool) -> bool:
+    """Whether the kernels can read a (B, [T,] H, W, C) map in place: unit last stride,
+    and its spatial dims (and, folded, batch and time) merge into views."""
+    if x.stride(-1) != 1:
+        return False
+    try:
+        x.view(x.shape[0] * x.shape[1] if fold else x.shape[0], -1, x.shape[-1])
+    except RuntimeError:
+        return False
+    return True
 
 
 def _empty_like_meta(x: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -57,18 +70,21 @@ class ImageCall:
         self.out_shape = (*qkv.shape[:-1], qkv.shape[-1] // 3)
         self.fold = folds(window_size)
         if backend == "triton":
-            qkv = _unit_last_stride(qkv)
+            # The kernels read qkv in place where its dims merge into views (a cropped map's
+            # do not), else a contiguous copy; the signature's strides decide it once.
+            self.copy = not _in_place(qkv, self.fold)
+            qkv = qkv.contiguous() if self.copy else qkv
             flat = qkv.flatten(0, 1) if self.fold else qkv
             window, shift = (window_size[1:], shift_size[1:]) if self.fold else (window_size, shift_size)
             self.layout = image_layout(flat, tuple(window), tuple(shift), timm_order, _empty_like_meta(qkv_bias))
             self.scale = head_scale(qkv, num_heads)
             q, k, v = qkv_views(flat, num_heads)
             self.forward_plan: ForwardPlan = plan_forward(q, k, v, bias, None, self.scale, logit_scale, self.layout)
-            self.backward_plans: Dict[tuple, BackwardPlan] = {}
+            self.backward_plans: Dict[tuple, Tuple[BackwardPlan, bool]] = {}  # (plan, grad_out copied)
 
     def __call__(self, qkv, bias, logit_scale, qkv_bias) -> torch.Tensor:
-        if self.backend == "triton":
-            qkv = _unit_last_stride(qkv)  # (a copy autograd sees)
+        if self.backend == "triton" and self.copy:
+            qkv = qkv.contiguous()  # (a copy autograd sees)
         if self.training:
             return _ImageAttention.apply(self, qkv, bias, logit_scale, qkv_bias)
         return self.forward(qkv, bias, logit_scale, qkv_bias)[0]
@@ -91,20 +107,25 @@ class ImageCall:
                 grad_out, qkv, out, lse, bias, logit_scale, qkv_bias, self.num_heads, self.window, self.shift,
                 self.timm_order, bias_grad, scale_grad, fill_grad)
             return tuple(g if wanted else None for g, wanted in zip(grads, (True, bias_grad, scale_grad, fill_grad)))
-        grad_out = _unit_last_stride(grad_out)
         dqkv = torch.empty(qkv.shape, dtype=qkv.dtype, device=qkv.device)
-        deterministic = torch.are_deterministic_algorithms_enabled()
-        key = (bias_grad, scale_grad, fill_grad, deterministic, grad_out.stride())
-        plan = self.backward_plans.get(key)
-        if plan is None:
-            plan = self.backward_plans[key] = self._plan_backward(key, grad_out, qkv, out, dqkv, bias, logit_scale)
+        key = (bias_grad, scale_grad, fill_grad, torch.are_deterministic_algorithms_enabled(), tf32_matmuls(),
+               grad_out.stride())
+        planned = self.backward_plans.get(key)
+        if planned is None:
+            copy = not _in_place(grad_out, self.fold)
+            plan = self._plan_backward(key, grad_out.contiguous() if copy else grad_out, qkv, out, dqkv, bias,
+                                       logit_scale)
+            planned = self.backward_plans[key] = (plan, copy)
+        plan, copy = planned
+        if copy:
+            grad_out = grad_out.contiguous()
         C, views = self.out_shape[-1], self.forward_plan.launch.interpreted
         dbias, dscale, dfill = run_backward(plan, grad_out, *_parts(qkv, C, views), out, lse, *_parts(dqkv, C, views),
                                             bias, None, logit_scale, qkv_bias)
         return dqkv, dbias, dscale, dfill
 
     def _plan_backward(self, key, grad_out, qkv, out, dqkv, bias, logit_scale) -> BackwardPlan:
-        bias_grad, scale_grad, fill_grad, deterministic, _ = key
+        bias_grad, scale_grad, fill_grad, deterministic, _, _ = key
         if self.fold:
             qkv, grad_out, out, dqkv = (x.flatten(0, 1) for x in (qkv, grad_out, out, dqkv))
         q, k, v = qkv_views(qkv, self.num_heads)
@@ -122,6 +143,7 @@ class _ImageAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable  # (no double backward: an error, not a detached gradient)
     def backward(ctx, grad_out):
         qkv, bias, logit_scale, qkv_bias, out, lse = ctx.saved_tensors
         _, _, *wanted = ctx.needs_input_grad
@@ -164,7 +186,7 @@ class WindowCall:
         q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
         grad_out = _unit_last_stride(grad_out)
         deterministic = torch.are_deterministic_algorithms_enabled()
-        key = (bias_grad, scale_grad, deterministic, grad_out.stride())
+        key = (bias_grad, scale_grad, deterministic, tf32_matmuls(), grad_out.stride())
         plan = self.backward_plans.get(key)
         if plan is None:
             plan = self.backward_plans[key] = plan_backward(grad_out, q, out, bias, mask, self.scale, bias_grad,
@@ -183,6 +205,7 @@ class _WindowAttention(torch.autograd.Function):
         return out
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out):
         q, k, v, bias, mask, logit_scale, out, lse = ctx.saved_tensors
         bias_grad = bias is not None and ctx.needs_input_grad[4]

@@ -26,6 +26,7 @@ from fastswin.ops.attention.checks import (PlainMap, check_logit_scale, check_ma
 from fastswin.ops.attention.cpu_ops import cpu_image_attention_op, cpu_window_attention_op
 from fastswin.ops.attention.custom_ops import image_attention_op, window_attention_op
 from fastswin.ops.attention.eager import ImageCall, WindowCall
+from fastswin.ops.attention.policy import tf32_matmuls
 from fastswin.ops.window_process import window_partition, window_partition_3d, window_reverse, window_reverse_3d
 
 
@@ -61,7 +62,9 @@ def window_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: Op
     torch.use_deterministic_algorithms(True) (and whenever a window spans several
     tiles, see tile_config), sums per-group partials in a fixed order.
     """
-    key = _signature("window_attention", q, k, v, bias, mask, None, scale, backend)
+    # (a tensor scale is read for its value: such calls take the checks every time)
+    key = None if isinstance(scale, torch.Tensor) else _signature("window_attention", q, k, v, bias, mask, None,
+                                                                   scale, backend)
     call = _CALLS.get(key) if key is not None else None  # (under torch.compile, no lookup to guard on)
     if call is None:
         check_windows(q, k, v, bias, mask)
@@ -128,8 +131,7 @@ def _signature(op: str, *args) -> Optional[tuple]:
     kept: they take the checks every time)."""
     if torch.compiler.is_compiling():
         return None
-    key = [op, torch.is_grad_enabled(), os.environ.get(backends.ENV_VAR), torch.backends.cuda.matmul.allow_tf32,
-           backends.STAND_IN_DRIVER]
+    key = [op, torch.is_grad_enabled(), os.environ.get(backends.ENV_VAR), tf32_matmuls(), backends.STAND_IN_DRIVER]
     for a in args:
         kind = type(a)
         if kind in _TENSORS:

@@ -147,8 +147,20 @@ def accumulator(dtype: torch.dtype) -> torch.dtype:
 def dot_precision(dtype: torch.dtype, device: torch.device) -> str:
     """tf32 for fp32 CUDA inputs when torch allows it; full precision elsewhere
     (the interpreter computes in full precision)."""
-    allowed = torch.backends.cuda.matmul.allow_tf32 and dtype == torch.float32
+    allowed = dtype == torch.float32 and tf32_matmuls()
     return "tf32" if allowed and device.type == "cuda" else "ieee"
+
+
+def tf32_matmuls() -> bool:
+    """Whether torch lets fp32 CUDA matmuls run in TF32: its fp32_precision setting where
+    torch has one (reading allow_tf32 raises once that is set), else allow_tf32."""
+    matmul = torch.backends.cuda.matmul
+    precision = getattr(matmul, "fp32_precision", None)
+    if precision is None:
+        return matmul.allow_tf32
+    if precision == "none":  # the backends' shared setting decides
+        precision = getattr(torch.backends, "fp32_precision", "none")
+    return precision == "tf32"
 
 
 def common_constexprs(cfg: TileConfig, head_dim: int, bias: bool, mask: bool, cosine: bool, precision: str,
