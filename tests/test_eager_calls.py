@@ -51,8 +51,13 @@ def test_the_new_tf32_setting_is_read():
         pytest.skip("this torch has no fp32_precision setting")
     before = matmul.fp32_precision
     q = torch.randn(2, 2, 16, 8)
+    from fastswin.ops.attention.policy import tf32_matmuls
+
     try:
+        matmul.fp32_precision = "ieee"
+        assert not tf32_matmuls()
         matmul.fp32_precision = "tf32"
+        assert tf32_matmuls()
         torch.testing.assert_close(ops.window_attention(q, q, q), reference.window_attention(q, q, q, None, None,
                                                                                              8 ** -0.5))
     finally:

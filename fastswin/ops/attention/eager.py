@@ -17,7 +17,7 @@ from fastswin.ops.attention.cpu_ops import (cpu_image_attention_backward_op, cpu
 from fastswin.ops.attention.launch import (BackwardPlan, ForwardPlan, bshd_empty, plan_backward, plan_forward,
                                            run_backward, run_forward)
 from fastswin.ops.attention.maps import folds, head_scale, heads_view, image_layout, qkv_views
-from fastswin.ops.attention.policy import tf32_matmuls
+from fastswin.ops.attention.policy import reads_tf32, tf32_matmuls
 from fastswin.ops.launcher import Address
 
 _META = torch.device("meta")
@@ -64,7 +64,7 @@ class ImageCall:
 
     def __init__(self, backend: str, qkv: torch.Tensor, bias, logit_scale, qkv_bias, num_heads: int,
                  window_size, shift_size, timm_order: bool, training: bool):
-        self.backend, self.training = backend, training
+        self.backend, self.training, self.tf32 = backend, training, reads_tf32(qkv)
         self.num_heads, self.timm_order = num_heads, timm_order
         self.window, self.shift = list(window_size), list(shift_size)
         self.out_shape = (*qkv.shape[:-1], qkv.shape[-1] // 3)
@@ -108,8 +108,8 @@ class ImageCall:
                 self.timm_order, bias_grad, scale_grad, fill_grad)
             return tuple(g if wanted else None for g, wanted in zip(grads, (True, bias_grad, scale_grad, fill_grad)))
         dqkv = torch.empty(qkv.shape, dtype=qkv.dtype, device=qkv.device)
-        key = (bias_grad, scale_grad, fill_grad, torch.are_deterministic_algorithms_enabled(), tf32_matmuls(),
-               grad_out.stride())
+        key = (bias_grad, scale_grad, fill_grad, torch.are_deterministic_algorithms_enabled(),
+               self.tf32 and tf32_matmuls(), grad_out.stride())
         planned = self.backward_plans.get(key)
         if planned is None:
             copy = not _in_place(grad_out, self.fold)
@@ -159,7 +159,7 @@ class WindowCall:
     signature: call(q, k, v, bias, mask, logit_scale) -> (B_, heads, N, d)."""
 
     def __init__(self, backend: str, q, k, v, bias, mask, logit_scale, scale: float, training: bool):
-        self.backend, self.scale, self.training = backend, scale, training
+        self.backend, self.scale, self.training, self.tf32 = backend, scale, training, reads_tf32(q)
         if backend == "triton":
             q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
             self.forward_plan = plan_forward(q, k, v, bias, mask, scale, logit_scale)
@@ -186,7 +186,7 @@ class WindowCall:
         q, k, v = _unit_last_stride(q), _unit_last_stride(k), _unit_last_stride(v)
         grad_out = _unit_last_stride(grad_out)
         deterministic = torch.are_deterministic_algorithms_enabled()
-        key = (bias_grad, scale_grad, deterministic, tf32_matmuls(), grad_out.stride())
+        key = (bias_grad, scale_grad, deterministic, self.tf32 and tf32_matmuls(), grad_out.stride())
         plan = self.backward_plans.get(key)
         if plan is None:
             plan = self.backward_plans[key] = plan_backward(grad_out, q, out, bias, mask, self.scale, bias_grad,

@@ -26,7 +26,7 @@ from fastswin.ops.attention.checks import (PlainMap, check_logit_scale, check_ma
 from fastswin.ops.attention.cpu_ops import cpu_image_attention_op, cpu_window_attention_op
 from fastswin.ops.attention.custom_ops import image_attention_op, window_attention_op
 from fastswin.ops.attention.eager import ImageCall, WindowCall
-from fastswin.ops.attention.policy import tf32_matmuls
+from fastswin.ops.attention.policy import reads_tf32, tf32_matmuls
 from fastswin.ops.window_process import window_partition, window_partition_3d, window_reverse, window_reverse_3d
 
 
@@ -126,12 +126,14 @@ def _signature(op: str, *args) -> Optional[tuple]:
     """What a call's checks, backend choice and launch plans depend on: its tensors'
     shapes, strides, dtypes, devices and whether they require gradients, its other
     arguments with their types (True is not 1 there, nor 7.0 7), and the state they read
-    (grad mode, $FASTSWIN_BACKEND, TF32, a stand-in driver). None under torch.compile
+    (grad mode, $FASTSWIN_BACKEND, a stand-in driver; TF32 for fp32 CUDA inputs, the first
+    argument's dtype and device). None under torch.compile
     and for arguments other than tensors, None, scalars and tuples of ints (no call is
     kept: they take the checks every time)."""
     if torch.compiler.is_compiling():
         return None
-    key = [op, torch.is_grad_enabled(), os.environ.get(backends.ENV_VAR), tf32_matmuls(), backends.STAND_IN_DRIVER]
+    key = [op, torch.is_grad_enabled(), os.environ.get(backends.ENV_VAR), backends.STAND_IN_DRIVER,
+           reads_tf32(args[0]) and tf32_matmuls()]
     for a in args:
         kind = type(a)
         if kind in _TENSORS:

@@ -151,6 +151,12 @@ def dot_precision(dtype: torch.dtype, device: torch.device) -> str:
     return "tf32" if allowed and device.type == "cuda" else "ieee"
 
 
+def reads_tf32(x: torch.Tensor) -> bool:
+    """Whether the kernels' precision for inputs like x depends on the TF32 setting (fp32
+    on CUDA: dot_precision)."""
+    return isinstance(x, torch.Tensor) and x.dtype is torch.float32 and x.is_cuda
+
+
 def tf32_matmuls() -> bool:
     """Whether torch lets fp32 CUDA matmuls run in TF32: its fp32_precision setting where
     torch has one (reading allow_tf32 raises once that is set), else allow_tf32."""
